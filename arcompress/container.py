@@ -1,0 +1,185 @@
+"""The .arc file format (DESIGN section 4).
+
+Layout (integers are unsigned LEB128 varints unless a size is given)::
+
+    magic      4 bytes  b"\\x8bARC"
+    version    1 byte   FORMAT_VERSION
+    scheme     1 byte   exact-arithmetic version (fixedpoint.SCHEME_VERSION)
+    kind       1 byte   1 = image
+    height, width
+    mode       1 byte   index into MODES
+    tile, group         tiling plan (plan.TilePlan)
+    crc32      4 bytes  CRC-32 of the raw samples (little endian)
+    meta       varint length + zlib-compressed JSON (palette, PNG text/ICC/gamma, ...)
+    groups     1 byte   number of plane groups; each: channels (1 byte),
+                        model name (1-byte length + UTF-8), model SHA-256 (32 bytes),
+                        segment count, then each segment's byte length
+    hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
+    payload    the segments, in order
+
+Parsing checks every size against limits and against the bytes present before anything large
+is allocated; any inconsistency raises :class:`FormatError`.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+
+MAGIC = b"\x8bARC"
+FORMAT_VERSION = 1
+KIND_IMAGE = 1
+MODES = ("L", "LA", "RGB", "RGBA", "P", "1")
+MAX_SIDE = 1 << 16
+MAX_PIXELS = 1 << 28
+MAX_META = 1 << 24
+
+
+class FormatError(ValueError):
+    """Not an .arc file, or a corrupt / truncated one."""
+
+
+@dataclass
+class PlaneGroup:
+    channels: int
+    model_name: str
+    model_digest: bytes
+    segments: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class Header:
+    scheme: int
+    height: int
+    width: int
+    mode: str
+    tile: int
+    group: int
+    crc32: int
+    meta: dict
+    planes: list[PlaneGroup]
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FormatError("file is truncated")
+        b = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def varint(self, limit: int) -> int:
+        n, shift = 0, 0
+        while True:
+            b = self.byte()
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise FormatError("corrupt header (bad integer)")
+        if n > limit:
+            raise FormatError(f"corrupt header (value {n} exceeds {limit})")
+        return n
+
+
+def pack(h: Header) -> bytes:
+    meta = zlib.compress(json.dumps(h.meta, separators=(",", ":"), sort_keys=True).encode(), 9) \
+        if h.meta else b""
+    out = bytearray(MAGIC)
+    out += bytes([FORMAT_VERSION, h.scheme, KIND_IMAGE])
+    out += _varint(h.height) + _varint(h.width) + bytes([MODES.index(h.mode)])
+    out += _varint(h.tile) + _varint(h.group)
+    out += (h.crc32 & 0xFFFFFFFF).to_bytes(4, "little")
+    out += _varint(len(meta)) + meta
+    out.append(len(h.planes))
+    for p in h.planes:
+        name = p.model_name.encode()
+        if len(name) > 255 or len(p.model_digest) != 32:
+            raise ValueError("model name too long or digest not SHA-256")
+        out += bytes([p.channels, len(name)]) + name + p.model_digest
+        out += _varint(len(p.segments)) + b"".join(_varint(len(s)) for s in p.segments)
+    out += zlib.crc32(out).to_bytes(4, "little")
+    for p in h.planes:
+        for s in p.segments:
+            out += s
+    return bytes(out)
+
+
+def unpack(data: bytes) -> Header:
+    """Parse and validate an .arc file; raises FormatError."""
+    r = _Reader(data)
+    if len(data) < 4 or r.take(4) != MAGIC:
+        raise FormatError("not an arcompress file (bad magic bytes)")
+    version = r.byte()
+    if version != FORMAT_VERSION:
+        raise FormatError(f"unsupported format version {version} (this arcompress reads {FORMAT_VERSION})")
+    scheme, kind = r.byte(), r.byte()
+    if kind != KIND_IMAGE:
+        raise FormatError(f"unsupported media kind {kind}")
+    height, width = r.varint(MAX_SIDE), r.varint(MAX_SIDE)
+    if height == 0 or width == 0 or height * width > MAX_PIXELS:
+        raise FormatError(f"corrupt header (image size {width}x{height})")
+    mode_idx = r.byte()
+    if mode_idx >= len(MODES):
+        raise FormatError("corrupt header (unknown image mode)")
+    tile, group = r.varint(MAX_SIDE), r.varint(MAX_PIXELS)
+    if tile == 0 or group == 0:
+        raise FormatError("corrupt header (tiling)")
+    crc = int.from_bytes(r.take(4), "little")
+    meta_raw = r.take(r.varint(MAX_META))
+    try:
+        meta = {}
+        if meta_raw:
+            inflater = zlib.decompressobj()
+            text = inflater.decompress(meta_raw, MAX_META)
+            if inflater.unconsumed_tail or not inflater.eof:
+                raise ValueError
+            meta = json.loads(text)
+        if not isinstance(meta, dict):
+            raise ValueError
+    except (zlib.error, ValueError, UnicodeDecodeError):
+        raise FormatError("corrupt header (metadata)") from None
+    n_planes = r.byte()
+    if not 1 <= n_planes <= 4:
+        raise FormatError("corrupt header (plane groups)")
+    planes, lengths = [], []
+    for _ in range(n_planes):
+        ch = r.byte()
+        if not 1 <= ch <= 4:
+            raise FormatError("corrupt header (channels)")
+        try:
+            name = r.take(r.byte()).decode()
+        except UnicodeDecodeError:
+            raise FormatError("corrupt header (model name)") from None
+        digest = r.take(32)
+        n_seg = r.varint(len(data))
+        lengths.append([r.varint(len(data)) for _ in range(n_seg)])
+        planes.append(PlaneGroup(ch, name, digest))
+    header_end = r.pos
+    if int.from_bytes(r.take(4), "little") != zlib.crc32(data[:header_end]):
+        raise FormatError("corrupt header (CRC mismatch)")
+    if sum(map(sum, lengths)) != len(data) - r.pos:
+        raise FormatError("file is truncated or has trailing bytes (payload size mismatch)")
+    for p, ls in zip(planes, lengths):
+        p.segments = [r.take(n) for n in ls]
+    return Header(scheme, height, width, MODES[mode_idx], tile, group, crc, meta, planes)

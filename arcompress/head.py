@@ -1,0 +1,195 @@
+"""Discretized logistic mixture head: float NLL for training, exact integer pmf tables for coding.
+
+Parameter layout of a pixel's P = K * (1 + 2C + C(C-1)/2) values (K mixtures, C channels):
+``logits[K], means[C, K], log_scales[C, K], coeffs[C(C-1)/2, K]``.  Channel ``c``'s mean is
+shifted by ``sum_{j<c} tanh(coeff[c, j]) * x_j`` (PixelCNN++'s linear R->G->B coupling,
+generalised to C channels), with ``x_j`` the already-known sub-pixel scaled to [-1, 1].
+
+The joint likelihood is ``sum_k pi_k prod_c p_k(x_c | x_<c)``.  The coder needs it channel by
+channel, ``p(x_c | x_<c) = sum_k w_k p_k(x_c | x_<c)``, with *posterior* weights
+``w_k ~ pi_k prod_{j<c} p_k(x_j | x_<j)``; :func:`channel_freqs` computes exactly that in
+integer arithmetic, so the coded length matches the training loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import fixedpoint as fp
+
+#: constriction's default precision: every table sums to 2**PRECISION
+PRECISION = 24
+LEVELS = 256
+
+
+def num_params(channels: int, mixtures: int) -> int:
+    return mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def _coeff_index(c: int, j: int) -> int:
+    """Row of coefficient (channel c, earlier channel j) in the coeffs block."""
+    return c * (c - 1) // 2 + j
+
+
+def split_params(params: torch.Tensor, channels: int, mixtures: int):
+    """(..., P) -> logits (..., K), means (..., C, K), log_scales (..., C, K), coeffs (..., C', K)."""
+    k, c = mixtures, channels
+    lead = params.shape[:-1]
+    logits = params[..., :k]
+    means = params[..., k:k + c * k].reshape(*lead, c, k)
+    log_scales = params[..., k + c * k:k + 2 * c * k].reshape(*lead, c, k)
+    coeffs = params[..., k + 2 * c * k:].reshape(*lead, c * (c - 1) // 2, k)
+    return logits, means, log_scales, coeffs
+
+
+# ----------------------------------------------------------------------------- float (training)
+
+def nll_bits(params: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Float NLL in bits per sub-pixel (scalar, mean over coded sub-pixels).
+
+    params: (B, P, H, W) network output; pixels: (B, C, H, W) integers 0..255;
+    mask: optional (B, 1, H, W), 1 where a pixel is coded.
+    """
+    b, c, h, w = pixels.shape
+    k = params.shape[1] // (1 + 2 * c + c * (c - 1) // 2)
+    p = params.permute(0, 2, 3, 1)  # (B, H, W, P)
+    logits, means, log_scales, coeffs = split_params(p, c, k)
+    x = pixels.permute(0, 2, 3, 1).float() / 127.5 - 1.0  # (B, H, W, C)
+    log_scales = log_scales.clamp(fp.LOG_SCALE_MIN, fp.LOG_SCALE_MAX)
+    log_prob = F.log_softmax(logits, dim=-1)  # (B, H, W, K)
+    for ch in range(c):
+        mu = means[..., ch, :]
+        for j in range(ch):
+            mu = mu + torch.tanh(coeffs[..., _coeff_index(ch, j), :]) * x[..., j:j + 1]
+        log_prob = log_prob + _logistic_log_prob(x[..., ch:ch + 1], mu, log_scales[..., ch, :])
+    lp = torch.logsumexp(log_prob, dim=-1)  # (B, H, W) nats per pixel
+    if mask is None:
+        return -lp.mean() / (c * math.log(2))
+    m = mask[:, 0].float()
+    return -(lp * m).sum() / (c * m.sum().clamp_min(1) * math.log(2))
+
+
+def _logistic_log_prob(x: torch.Tensor, mu: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    """log P(bin of x) under a logistic discretized to 256 levels in [-1, 1]; edges +-1/255."""
+    centered = x - mu
+    inv_s = torch.exp(-log_s)
+    plus = inv_s * (centered + 1.0 / 255)
+    minus = inv_s * (centered - 1.0 / 255)
+    cdf_plus = torch.sigmoid(plus)
+    cdf_minus = torch.sigmoid(minus)
+    log_cdf_plus = plus - F.softplus(plus)  # log sigmoid, for x = 0
+    log_one_minus_cdf_minus = -F.softplus(minus)  # for x = 255
+    cdf_delta = cdf_plus - cdf_minus
+    mid = inv_s * centered
+    log_pdf_mid = mid - log_s - 2.0 * F.softplus(mid)
+    inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)),
+                        log_pdf_mid - math.log(127.5))
+    return torch.where(x < -0.999, log_cdf_plus,
+                       torch.where(x > 0.999, log_one_minus_cdf_minus, inner))
+
+
+# ----------------------------------------------------------------------------- exact (coding)
+
+def _component_pmfs(mu: torch.Tensor, log_s: torch.Tensor, tables) -> torch.Tensor:
+    """Integer per-component bin masses (N, K, 256) on the 2**CDF_BITS scale.
+
+    mu, log_s: (N, K) fixed-point (ACT_BITS) integers in int64.
+    Works in half-pixel units: bin x spans [2x - 1, 2x + 1]; the mean is ``(mu + 1) * 255``.
+    """
+    one = fp.ONE
+    ls = log_s.clamp(int(fp.LOG_SCALE_MIN * one), int(fp.LOG_SCALE_MAX * one))
+    inv_s = tables["inv_scale"][ls - int(fp.LOG_SCALE_MIN * one)]  # (N, K), 2**16 scale
+    mu_half = (mu + one) * 255  # (N, K), ACT_BITS fractional bits, half-pixel units
+    edges = torch.arange(1, 2 * LEVELS - 1, 2, device=mu.device, dtype=torch.int64) * one  # 255
+    diff = edges.view(1, 1, -1) - mu_half.unsqueeze(-1)  # (N, K, 255)
+    shift = fp.ACT_BITS + fp.INV_SCALE_BITS - fp.CDF_T_BITS
+    t = torch.div(diff * inv_s.unsqueeze(-1), 255 << shift, rounding_mode="floor")
+    lim = 16 << fp.CDF_T_BITS
+    cdf = tables["cdf"][t.clamp_(-lim, lim) + lim]  # (N, K, 255)
+    n, k = mu.shape
+    full = torch.empty(n, k, LEVELS + 1, dtype=torch.int64, device=mu.device)
+    full[..., 0] = 0
+    full[..., -1] = 1 << fp.CDF_BITS
+    full[..., 1:-1] = cdf
+    return full[..., 1:] - full[..., :-1]
+
+
+def prior_weights(logits: torch.Tensor, tables) -> torch.Tensor:
+    """Integer softmax: (N, K) fixed-point logits -> (N, K) weights >= 1 on the 2**MIX_BITS scale."""
+    m = logits.max(dim=-1, keepdim=True).values
+    lo = -fp.EXP_RANGE * fp.ONE
+    return tables["exp"][(logits - m).clamp(lo, 0) - lo]
+
+
+def _normalize(w: torch.Tensor) -> torch.Tensor:
+    """Rescale non-negative int64 weights (N, K) to sum to about 2**MIX_BITS (floor)."""
+    total = w.sum(dim=-1, keepdim=True)
+    return torch.div(w << fp.MIX_BITS, total, rounding_mode="floor")
+
+
+def freqs_from_masses(mass: torch.Tensor) -> torch.Tensor:
+    """Non-negative integer masses (N, 256) -> frequencies >= 1 summing to exactly 2**PRECISION.
+
+    Rows whose total reaches 2**38 are first halved (integer shift) until it does not, so that
+    ``mass * 2**PRECISION`` stays below 2**63.  The head's masses are below 2**37 anyway.
+    """
+    total = mass.sum(dim=-1, keepdim=True)
+    while bool((total >= 1 << 38).any()):
+        mass = torch.where(total >= 1 << 38, mass >> 1, mass)
+        total = mass.sum(dim=-1, keepdim=True)
+    total = total.clamp_min(1)
+    free = (1 << PRECISION) - LEVELS
+    freq = torch.div(mass * free, total, rounding_mode="floor") + 1
+    deficit = (1 << PRECISION) - freq.sum(dim=-1)
+    top = freq.argmax(dim=-1)
+    freq[torch.arange(freq.shape[0], device=freq.device), top] += deficit
+    return freq
+
+
+class ExactHead:
+    """Integer pmf tables for one channel at a time, with posterior mixture weights.
+
+    ``start(params)`` takes (N, P) fixed-point params; then for c = 0..C-1:
+    ``freqs(c)`` gives (N, 256) int64 tables and ``observe(c, symbols)`` feeds the coded values.
+    """
+
+    def __init__(self, tables: dict[str, torch.Tensor], channels: int, mixtures: int):
+        self.tables, self.C, self.K = tables, channels, mixtures
+
+    def start(self, params: torch.Tensor) -> None:
+        p = params.to(torch.int64)
+        self.logits, self.means, self.log_scales, self.coeffs = split_params(p, self.C, self.K)
+        self.weights = prior_weights(self.logits, self.tables)
+        self.known: list[torch.Tensor] = []
+        self._pmfs = None
+
+    def _mean(self, c: int) -> torch.Tensor:
+        mu = self.means[:, c, :]
+        lo = -fp.TANH_RANGE * fp.ONE
+        for j, xj in enumerate(self.known[:c]):
+            alpha = self.tables["tanh"][self.coeffs[:, _coeff_index(c, j), :].clamp(lo, -lo) - lo]
+            xn = fp.fixed_from_pixels(xj).to(torch.int64).unsqueeze(-1)
+            mu = mu + torch.div(alpha * xn + fp.ONE // 2, fp.ONE, rounding_mode="floor")
+        return mu
+
+    def freqs(self, c: int) -> torch.Tensor:
+        self._pmfs = _component_pmfs(self._mean(c), self.log_scales[:, c, :], self.tables)
+        mass = (self.weights.unsqueeze(-1) * self._pmfs).sum(dim=1)  # (N, 256) <= 2**32
+        return freqs_from_masses(mass)
+
+    def observe(self, c: int, symbols: torch.Tensor) -> None:
+        """Update the posterior weights with the coded values (N,) of channel c."""
+        sym = symbols.to(torch.int64)
+        self.known.append(sym)
+        if c + 1 < self.C:
+            like = self._pmfs.gather(2, sym.view(-1, 1, 1).expand(-1, self.K, 1))[..., 0]
+            self.weights = _normalize(self.weights * like.clamp_min(1))
+
+
+def exact_bits(freqs: torch.Tensor, symbols: torch.Tensor) -> torch.Tensor:
+    """Ideal code length in bits of each symbol under its integer table: -log2(f / 2**PRECISION)."""
+    f = freqs.gather(1, symbols.to(torch.int64).view(-1, 1))[:, 0].double()
+    return PRECISION - torch.log2(f)

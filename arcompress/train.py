@@ -1,0 +1,189 @@
+"""``arcompress train``: fit a PixelCNN++ to a folder of images, then convert it to an exact model.
+
+Random square crops of the training images (whole images held out for validation), Adam with
+an exponentially decaying learning rate, a checkpoint every ``checkpoint_every`` steps that a
+later run resumes from (training can run in pieces), and at the end the exact conversion,
+written as a model file that ``--model PATH`` accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .head import nll_bits
+from .pixelcnn import PixelCNN, PixelCNNConfig
+from .zoo import save_model
+
+IMAGE_SUFFIXES = {".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 2000
+    batch: int = 16
+    crop: int = 32
+    lr: float = 2e-3
+    lr_decay: float = 0.998  # learning rate = lr * lr_decay ** (step / 10)
+    val_images: int = 0  # 0: about 10 % of the images, at least 1
+    val_crops: int = 16  # crops per held-out image for the validation bpd
+    checkpoint_every: int = 200
+    seed: int = 0
+    threads: int = 0  # 0: torch default
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return files
+
+
+def load_training_images(files: list[Path], channels: int, min_size: int) -> list[np.ndarray]:
+    """Read images as (C, H, W) uint8 arrays: grey for channels=1, RGB for channels=3."""
+    from PIL import Image
+
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            a = np.asarray(im, dtype=np.uint8)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if min(a.shape[1:]) >= min_size:
+            out.append(np.ascontiguousarray(a))
+    return out
+
+
+def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """n random crops (n, C, size, size), uniform over images weighted by area, random h-flip."""
+    areas = np.array([a.shape[1] * a.shape[2] for a in images], dtype=np.float64)
+    idx = rng.choice(len(images), size=n, p=areas / areas.sum())
+    crops = []
+    for i in idx:
+        a = images[i]
+        y = rng.integers(0, a.shape[1] - size + 1)
+        x = rng.integers(0, a.shape[2] - size + 1)
+        c = a[:, y:y + size, x:x + size]
+        crops.append(c[:, :, ::-1] if rng.random() < 0.5 else c)
+    return torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
+
+
+def _state_tensors(model: PixelCNN, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    for i, p in enumerate(model.parameters()):
+        st = opt.state.get(p)
+        if st:
+            out[f"adam.{i}.exp_avg"] = st["exp_avg"].contiguous()
+            out[f"adam.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+            out[f"adam.{i}.step"] = torch.as_tensor(st["step"]).reshape(1).float()
+    return out
+
+
+def _restore(model: PixelCNN, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for i, p in enumerate(model.parameters()):
+        if f"adam.{i}.exp_avg" in tensors:
+            opt.state[p] = {"exp_avg": tensors[f"adam.{i}.exp_avg"].clone(),
+                            "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].clone(),
+                            "step": tensors[f"adam.{i}.step"].reshape(()).clone()}
+
+
+def evaluate(model: PixelCNN, crops: torch.Tensor, batch: int = 32) -> float:
+    """Mean float NLL (bits per sub-pixel) over crops (N, C, S, S)."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(crops), batch):
+            x = crops[i:i + batch]
+            total += float(nll_bits(model(x), x)) * len(x)
+    model.train()
+    return total / len(crops)
+
+
+def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
+          checkpoint: str | None = None, description: str = "", log=print) -> dict:
+    """Train (or resume) and write the exact model file to ``output``. Returns a summary dict."""
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    files = list_images(images_dir)
+    n_val = opts.val_images or max(1, len(files) // 10)
+    if len(files) < 2:
+        raise ValueError("need at least 2 images: one or more to train on, one held out for validation")
+    n_val = min(n_val, len(files) - 1)
+    train_files, val_files = files[:-n_val], files[-n_val:]
+    train_imgs = load_training_images(train_files, cfg.channels, opts.crop)
+    val_imgs = load_training_images(val_files, cfg.channels, opts.crop)
+    if not train_imgs or not val_imgs:
+        raise ValueError(f"images must be at least {opts.crop}x{opts.crop} pixels")
+    val_crops = random_crops(val_imgs, opts.val_crops * len(val_imgs), opts.crop,
+                             np.random.default_rng(12345))
+
+    torch.manual_seed(opts.seed)
+    model = PixelCNN(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    step, history = 0, []
+    ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
+    if ckpt.exists():
+        tensors = load_file(str(ckpt))
+        with open(ckpt, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n))["__metadata__"]
+        if json.loads(meta["config"]) != cfg.to_dict():
+            raise ValueError(f"checkpoint {ckpt} was made with another model config; delete it or match it")
+        _restore(model, opt, tensors)
+        step, history = int(meta["step"]), json.loads(meta["history"])
+        log(f"resumed from {ckpt} at step {step}")
+    rng = np.random.default_rng(opts.seed + step)
+
+    def save_checkpoint():
+        meta = {"config": json.dumps(cfg.to_dict()), "step": str(step), "history": json.dumps(history)}
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        save_file(_state_tensors(model, opt), str(tmp), metadata=meta)
+        os.replace(tmp, ckpt)
+
+    model.train()
+    t0 = time.time()
+    bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=None)
+    ema = None
+    while step < opts.steps:
+        for g in opt.param_groups:
+            g["lr"] = opts.lr * opts.lr_decay ** (step / 10)
+        x = random_crops(train_imgs, opts.batch, opts.crop, rng)
+        loss = nll_bits(model(x), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix(bpsp=f"{ema:.3f}")
+        if step % opts.checkpoint_every == 0 or step == opts.steps:
+            val = evaluate(model, val_crops)
+            history.append({"step": step, "train_bpsp": round(ema, 4), "val_bpsp": round(val, 4),
+                            "seconds": round(time.time() - t0, 1)})
+            bar.write(f"step {step}: train {ema:.4f} val {val:.4f} bits/sub-pixel")
+            save_checkpoint()
+    bar.close()
+    val = evaluate(model, val_crops)
+    meta = {
+        "name": Path(output).stem,
+        "trained_on": description or f"{len(train_files)} images from {images_dir}",
+        "validation": f"{len(val_files)} held-out whole images: {', '.join(f.name for f in val_files)}",
+        "val_bpsp_float": f"{val:.4f}",
+        "steps": str(step),
+        "train_options": json.dumps(opts.__dict__),
+        "history": json.dumps(history),
+    }
+    save_model(output, model, meta)
+    return {"val_bpsp": val, "steps": step, "history": history}
+

@@ -1,0 +1,147 @@
+"""Model files: the shipped models and users' own, as safetensors (no pickle, no code).
+
+A model file holds the exact model (integer weights, per-channel shifts, integer biases and
+lookup tables), the float weights it was converted from (``float.*``, for measuring the
+conversion's cost), and metadata: architecture config, scheme version, the data it was trained
+on and its validation bits per sub-pixel.  Its identity is :attr:`ExactModel.digest`, the
+SHA-256 of the exact tensors and config, recorded in every .arc file it writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import fixedpoint as fp
+from .pixelcnn import ExactOps, PixelCNN, PixelCNNConfig, convert, layer_specs
+
+FORMAT = "arcompress-model"
+ARCH = "pixelcnn++"
+#: shipped models: name -> file inside arcompress/models
+SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors"}
+#: the default model per number of channels in a plane group
+DEFAULTS = {3: "pixelcnn-rgb", 1: "pixelcnn-gray"}
+
+
+class ModelError(ValueError):
+    """A model cannot be found, read, or used."""
+
+
+@dataclass
+class ExactModel:
+    """A loaded exact model: config, exact ops, and identity."""
+
+    name: str
+    config: PixelCNNConfig
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+    source: str = ""  # the file it was loaded from
+
+    def __post_init__(self):
+        self.ops = ExactOps(self.config, self.tensors)
+        self.digest = digest(self.config, self.tensors)
+
+    def float_model(self) -> PixelCNN | None:
+        """The float model this exact model was converted from, if the file carries it."""
+        if not any(k.startswith("float.") for k in self.tensors):
+            return None
+        model = PixelCNN(self.config)
+        model.load_float_state({k[6:]: v for k, v in self.tensors.items() if k.startswith("float.")})
+        return model.eval()
+
+
+def exact_keys(cfg: PixelCNNConfig) -> list[str]:
+    keys = [f"{n}.{p}" for n in layer_specs(cfg) for p in ("weight", "shift", "bias")]
+    return sorted(keys + [f"table.{k}" for k in fp.TABLE_SIZES])
+
+
+def digest(cfg: PixelCNNConfig, tensors: dict[str, torch.Tensor]) -> bytes:
+    """SHA-256 over the config, the scheme version and every exact tensor (name, dtype, shape, bytes)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"arch": ARCH, "config": cfg.to_dict(), "scheme": fp.SCHEME_VERSION},
+                        sort_keys=True).encode())
+    for k in exact_keys(cfg):
+        t = tensors[k].contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.digest()
+
+
+def save_model(path: str | os.PathLike, model: PixelCNN, metadata: dict[str, str] | None = None) -> None:
+    """Convert a float model and write it as a model file (atomically)."""
+    tensors = convert(model)
+    tensors.update({f"float.{k}": v for k, v in model.float_state().items()})
+    meta = {"format": FORMAT, "arch": ARCH, "scheme": str(fp.SCHEME_VERSION),
+            "config": json.dumps(model.cfg.to_dict())}
+    meta.update(metadata or {})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike, name: str | None = None) -> ExactModel:
+    """Read and validate a model file; raise ModelError with a clear message if it is unusable."""
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))
+        with open(path, "rb") as f:  # metadata: safetensors keeps it in the JSON header
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n)).get("__metadata__", {}) if n < (1 << 26) else {}
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: not a readable model file ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("arch") != ARCH:
+        raise ModelError(f"{path}: not an arcompress {ARCH} model file")
+    if meta.get("scheme") != str(fp.SCHEME_VERSION):
+        raise ModelError(f"{path}: exact scheme version {meta.get('scheme')} is not supported "
+                         f"(this arcompress uses {fp.SCHEME_VERSION})")
+    try:
+        cfg = PixelCNNConfig.from_dict(json.loads(meta["config"]))
+        missing = [k for k in exact_keys(cfg) if k not in tensors]
+        if missing:
+            raise ValueError(f"missing tensors {missing[:3]}")
+        return ExactModel(name or meta.get("name") or path.stem, cfg, tensors, meta, str(path))
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: invalid model file ({e})") from None
+
+
+def shipped_path(name: str) -> Path:
+    return Path(str(resources.files("arcompress") / "models" / SHIPPED[name]))
+
+
+_cache: dict[str, ExactModel] = {}
+
+
+def resolve(spec: str) -> ExactModel:
+    """A shipped model by name, or a model file by path."""
+    if spec in _cache:
+        return _cache[spec]
+    if spec in SHIPPED:
+        model = load_model(shipped_path(spec), name=spec)
+    elif os.path.exists(spec) or os.sep in spec or spec.endswith(".safetensors"):
+        model = load_model(spec)
+    else:
+        raise ModelError(f"unknown model {spec!r}: use one of {', '.join(SHIPPED)} or a model file path")
+    _cache[spec] = model
+    return model
+
+
+def find_by_digest(candidates: list[str], want: bytes) -> ExactModel | None:
+    for spec in candidates:
+        try:
+            m = resolve(spec)
+        except ModelError:
+            continue
+        if m.digest == want:
+            return m
+    return None

@@ -1,0 +1,61 @@
+"""Shared fixtures: small exact models made on the fly, and synthetic test images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from arcompress import zoo
+from arcompress.pixelcnn import PixelCNN, PixelCNNConfig
+
+
+def make_model(path, channels: int, filters: int = 8, blocks: int = 2, mixtures: int = 3,
+               seed: int = 0, gain: float = 1.0) -> zoo.ExactModel:
+    """A small random-weight model written as a model file and loaded back.
+
+    ``gain`` scales every weight: large gains drive activations into the clamps and the lookup
+    tables' ends (worst case for exactness).
+    """
+    torch.manual_seed(seed)
+    model = PixelCNN(PixelCNNConfig(channels=channels, filters=filters, blocks=blocks, mixtures=mixtures))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(gain)
+    zoo.save_model(path, model, {"name": path.stem})
+    return zoo.load_model(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return {1: make_model(d / "tiny-gray.safetensors", 1), 3: make_model(d / "tiny-rgb.safetensors", 3)}
+
+
+@pytest.fixture(scope="session")
+def loud_models(tmp_path_factory):
+    """Models with large weights: saturated activations and extreme mixture parameters."""
+    d = tmp_path_factory.mktemp("loud")
+    return {1: make_model(d / "loud-gray.safetensors", 1, seed=1, gain=40.0),
+            3: make_model(d / "loud-rgb.safetensors", 3, seed=2, gain=40.0)}
+
+
+def natural_image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic scene (gradients, a disc, texture, noise) as uint8 (H, W, C)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = 90 + 60 * np.sin(x / 7.0) * np.cos(y / 11.0) + 0.8 * x - 0.5 * y
+    disc = ((x - w / 2) ** 2 + (y - h / 3) ** 2) < (min(h, w) / 4) ** 2
+    chans = [base + 40 * disc * (k - 1) + rng.normal(0, 3, (h, w)) for k in range(c)]
+    return np.clip(np.stack(chans, -1), 0, 255).astype(np.uint8)
+
+
+WORST_CASES = {
+    "flat": lambda h, w, c: np.full((h, w, c), 117, np.uint8),
+    "zeros": lambda h, w, c: np.zeros((h, w, c), np.uint8),
+    "saturated": lambda h, w, c: np.full((h, w, c), 255, np.uint8),
+    "checker": lambda h, w, c: (((np.indices((h, w)).sum(0) % 2) * 255)[..., None]
+                                .repeat(c, -1).astype(np.uint8)),
+    "noise": lambda h, w, c: np.random.default_rng(5).integers(0, 256, (h, w, c), dtype=np.uint8),
+    "natural": lambda h, w, c: natural_image(h, w, c),
+}

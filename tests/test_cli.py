@@ -1,0 +1,195 @@
+"""The command line: round trips for every mode and format, metadata, and every error path."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, PngImagePlugin
+
+from arcompress.cli import main
+
+from conftest import natural_image
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def pixels(path):
+    with Image.open(path) as im:
+        return im.mode, np.asarray(im).copy(), im.getpalette() if im.mode == "P" else None
+
+
+def make(path, mode, size=(10, 7)):
+    w, h = size
+    a = natural_image(h, w, 4, seed=len(mode))
+    if mode == "L":
+        im = Image.fromarray(a[:, :, 0], "L")
+    elif mode == "LA":
+        im = Image.fromarray(a[:, :, :2], "LA")
+    elif mode == "RGB":
+        im = Image.fromarray(a[:, :, :3], "RGB")
+    elif mode == "RGBA":
+        im = Image.fromarray(a, "RGBA")
+    elif mode == "P":
+        im = Image.fromarray(a[:, :, :3], "RGB").quantize(37)
+    elif mode == "1":
+        im = Image.fromarray(a[:, :, 0], "L").convert("1")
+    im.save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "1"])
+def test_png_round_trip_every_mode(tmp_path, mode):
+    src = make(tmp_path / "in.png", mode)
+    r = run("encode", src, "-q")
+    assert r.exit_code == 0, r.output
+    arc = tmp_path / "in.png.arc"
+    assert arc.exists() and src.exists()
+    r = run("decode", arc, "-o", tmp_path / "out.png", "-q")
+    assert r.exit_code == 0, r.output
+    assert pixels(tmp_path / "out.png")[0] == mode
+    m1, a1, p1 = pixels(src)
+    m2, a2, p2 = pixels(tmp_path / "out.png")
+    assert np.array_equal(a1, a2) and p1 == p2
+
+
+@pytest.mark.parametrize("ext,mode", [(".bmp", "RGB"), (".tif", "RGBA"), (".ppm", "RGB"), (".pgm", "L"),
+                                      (".webp", "RGB")])
+def test_other_formats_in_and_out(tmp_path, ext, mode):
+    src = make(tmp_path / f"in{ext}", mode) if ext != ".webp" else tmp_path / "in.webp"
+    if ext == ".webp":
+        Image.fromarray(natural_image(7, 10, 3), "RGB").save(src, lossless=True)
+    assert run("encode", src, "-q").exit_code == 0
+    out = tmp_path / f"out{ext}"
+    assert run("decode", f"{src}.arc", "-o", out, "-q").exit_code == 0
+    assert np.array_equal(pixels(src)[1], pixels(out)[1])
+    # default name: the input's name without .arc, refused while the input is still there
+    r = run("decode", f"{src}.arc", "-q")
+    assert r.exit_code == 1 and "already exists" in r.output
+
+
+def test_png_metadata_is_kept(tmp_path):
+    src = tmp_path / "meta.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "arcompress test")
+    info.add(b"gAMA", (45455).to_bytes(4, "big"))
+    icc = b"\x00" * 128 + b"fake-icc-profile"
+    Image.fromarray(natural_image(6, 5, 3), "RGB").save(src, pnginfo=info, icc_profile=icc, dpi=(300, 300))
+    assert run("encode", src, "-q").exit_code == 0
+    out = tmp_path / "out.png"
+    assert run("decode", f"{src}.arc", "-o", out, "-q").exit_code == 0
+    with Image.open(out) as im:
+        assert im.text["Author"] == "arcompress test"
+        assert im.info["icc_profile"] == icc
+        assert abs(im.info["gamma"] - 0.45455) < 1e-6
+        assert tuple(round(v) for v in im.info["dpi"]) == (300, 300)
+
+
+def test_dropped_metadata_is_reported(tmp_path):
+    src = tmp_path / "exif.png"
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    Image.fromarray(natural_image(5, 5, 3), "RGB").save(src, exif=exif)
+    r = run("encode", src)
+    assert r.exit_code == 0 and "metadata not kept: exif" in r.output
+
+
+def test_verify_and_info(tmp_path):
+    src = make(tmp_path / "v.png", "RGB")
+    r = run("encode", src, "--verify")
+    assert r.exit_code == 0 and "verified" in r.output
+    r = run("info", f"{src}.arc")
+    assert r.exit_code == 0 and "bits/sub-pixel" in r.output and "pixelcnn-rgb" in r.output
+
+
+def test_output_exists_is_refused_and_untouched(tmp_path):
+    src = make(tmp_path / "a.png", "L")
+    out = tmp_path / "a.png.arc"
+    out.write_bytes(b"keep me")
+    r = run("encode", src)
+    assert r.exit_code == 1 and "already exists" in r.output and "--force" in r.output
+    assert out.read_bytes() == b"keep me"
+    assert run("encode", src, "--force", "-q").exit_code == 0
+    assert out.read_bytes() != b"keep me"
+
+
+@pytest.mark.parametrize("case", ["missing", "not_image", "sixteen_bit", "cmyk", "directory"])
+def test_bad_inputs_fail_cleanly(tmp_path, case):
+    path = tmp_path / "x.png"
+    if case == "not_image":
+        path.write_text("hello, I am text")
+    elif case == "sixteen_bit":
+        Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(path)
+    elif case == "cmyk":
+        path = tmp_path / "x.tif"
+        Image.new("CMYK", (4, 4)).save(path)
+    elif case == "directory":
+        path = tmp_path / "dir.png"
+        path.mkdir()
+    r = run("encode", path)
+    assert r.exit_code == 1
+    assert r.output.startswith("arcompress: error:") and len(r.output.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.arc")) and not list(tmp_path.glob(".*part*"))
+    if case == "sixteen_bit":
+        assert "16-bit" in r.output
+
+
+def test_corrupt_and_truncated_arc_fail_without_output(tmp_path):
+    src = make(tmp_path / "c.png", "RGB")
+    assert run("encode", src, "-q").exit_code == 0
+    data = (tmp_path / "c.png.arc").read_bytes()
+    bad = tmp_path / "bad.arc"
+    k = len(data) - 9  # inside the coded payload (its last word may hold unused padding bits)
+    for blob in (data[: len(data) // 2], data[:k] + bytes([data[k] ^ 0xFF]) + data[k + 1:], b"garbage" * 10, b""):
+        bad.write_bytes(blob)
+        r = run("decode", bad)
+        assert r.exit_code == 1 and r.output.startswith("arcompress: error:"), r.output
+        assert not (tmp_path / "bad").exists()
+        assert not list(tmp_path.glob(".*part*"))
+
+
+def test_unknown_model_and_hash_mismatch(tmp_path, tiny_models):
+    src = make(tmp_path / "m.png", "RGB")
+    r = run("encode", src, "--model", "no-such-model")
+    assert r.exit_code == 1 and "unknown model" in r.output
+    # write with a custom model file, then try to decode without it: a clear message naming it
+    from conftest import make_model
+    make_model(tmp_path / "custom.safetensors", 3, seed=11)
+    assert run("encode", src, "--model", tmp_path / "custom.safetensors", "-q").exit_code == 0
+    r = run("decode", f"{src}.arc", "-o", tmp_path / "o.png")
+    assert r.exit_code == 1 and "custom" in r.output and "not available" in r.output
+    # a different model file under the same name: hash mismatch
+    (tmp_path / "other").mkdir()
+    make_model(tmp_path / "other" / "custom.safetensors", 3, seed=12)
+    r = run("decode", f"{src}.arc", "-o", tmp_path / "o.png", "--model", tmp_path / "other" / "custom.safetensors")
+    assert r.exit_code == 1 and "do not match" in r.output
+    r = run("decode", f"{src}.arc", "-o", tmp_path / "o.png", "--model", tmp_path / "custom.safetensors", "-q")
+    assert r.exit_code == 0 and np.array_equal(pixels(src)[1], pixels(tmp_path / "o.png")[1])
+
+
+def test_not_a_model_file(tmp_path):
+    src = make(tmp_path / "n.png", "L")
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}              ")
+    r = run("encode", src, "--model", fake)
+    assert r.exit_code == 1 and "model" in r.output
+
+
+def test_output_option_needs_single_input(tmp_path):
+    a, b = make(tmp_path / "a.png", "L"), make(tmp_path / "b.png", "L")
+    r = CliRunner().invoke(main, ["encode", str(a), str(b), "-o", str(tmp_path / "x.arc")])
+    assert r.exit_code == 2 and "single input" in r.output
+
+
+def test_module_entry_point_round_trip(tmp_path):
+    src = make(tmp_path / "e.png", "RGB", size=(6, 5))
+    for args in (["encode", src, "-q"], ["decode", f"{src}.arc", "-o", tmp_path / "e2.png", "-q"]):
+        p = subprocess.run([sys.executable, "-m", "arcompress", *map(str, args)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    assert np.array_equal(pixels(src)[1], pixels(tmp_path / "e2.png")[1])
+    p = subprocess.run([sys.executable, "-m", "arcompress", "decode", str(tmp_path / "nope.arc")],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "no such file" in p.stderr

@@ -1,0 +1,61 @@
+"""The .arc format: header round trip, validation, and fuzzing (flips and truncations)."""
+
+import random
+
+import numpy as np
+import pytest
+
+from arcompress import codec, container, zoo
+from arcompress.coder import DecodeError
+from arcompress.media import from_array
+
+from conftest import natural_image
+
+EXPECTED = (container.FormatError, DecodeError, zoo.ModelError)
+
+
+def test_header_round_trip():
+    h = container.Header(1, 5, 7, "RGBA", 32, 4, 0xDEADBEEF, {"text": {"a": "b"}},
+                         [container.PlaneGroup(3, "m", b"\x01" * 32, [b"abcd", b""]),
+                          container.PlaneGroup(1, "n", b"\x02" * 32, [b"xy"])])
+    g = container.unpack(container.pack(h))
+    assert g == h
+
+
+def test_not_an_arc_file():
+    with pytest.raises(container.FormatError, match="not an arcompress file"):
+        container.unpack(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(container.FormatError):
+        container.unpack(b"")
+
+
+@pytest.fixture(scope="module")
+def sample(tiny_models):
+    a = natural_image(9, 10, 3, seed=7)
+    data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, group=2)
+    return a, data
+
+
+def test_every_truncation_is_rejected(sample, tiny_models):
+    _, data = sample
+    for n in range(len(data)):
+        with pytest.raises(EXPECTED):
+            codec.decode_image(data[:n], lambda name, d: tiny_models[3])
+
+
+def test_random_byte_flips_never_crash_or_pass_silently(sample, tiny_models):
+    a, data = sample
+    rng = random.Random(0)
+    finder = lambda name, d: codec.default_model_for(name, d) if name not in ("tiny-rgb",) else \
+        (tiny_models[3] if d == tiny_models[3].digest else codec.default_model_for(name, d))
+    for trial in range(150):
+        buf = bytearray(data)
+        for _ in range(rng.choice([1, 1, 2, 5])):
+            pos = rng.randrange(len(buf))
+            buf[pos] ^= 1 << rng.randrange(8)
+        try:
+            out = codec.decode_image(bytes(buf), finder)
+        except EXPECTED:
+            continue
+        # a flip that decodes must still give the exact pixels (e.g. a flip in padding bits)
+        assert np.array_equal(out.pixels, a), f"trial {trial}: wrong pixels passed the checks"
