@@ -95,11 +95,15 @@ def validate_tables(tables: dict[str, torch.Tensor]) -> None:
         if t is None or t.dtype != torch.int64 or t.shape != (size,):
             raise ValueError(f"model file: lookup table {name!r} is missing or has the wrong shape")
     cdf = tables["cdf"]
-    if bool((cdf[1:] < cdf[:-1]).any()) or int(cdf[0]) < 0 or int(cdf[-1]) > (1 << CDF_BITS):
-        raise ValueError("model file: the CDF lookup table is not monotone in [0, 2**16]")
+    if bool((cdf[1:] < cdf[:-1]).any()) or int(cdf[0]) != 0 or int(cdf[-1]) != (1 << CDF_BITS):
+        raise ValueError("model file: the CDF lookup table is not monotone from 0 to 2**16")
     if int(tables["exp"].min()) < 1 or int(tables["exp"].max()) > (1 << MIX_BITS):
         raise ValueError("model file: the exp lookup table is out of range")
-    if int(tables["inv_scale"].min()) < 1 or int(tables["inv_scale"].max()) > (1 << 28):
+    # the head's sentinel edges (+-2**30, minus a mean of at most 40*255 half-pixels) must
+    # saturate t = diff * inv_scale / (255 * 2**14) at +-16 * 2**CDF_T_BITS
+    t_sat = (16 << CDF_T_BITS) * (255 << (ACT_BITS + INV_SCALE_BITS - CDF_T_BITS))
+    if int(tables["inv_scale"].min()) * ((1 << 30) - ((40 * 255) << ACT_BITS)) < t_sat \
+            or int(tables["inv_scale"].max()) > (1 << 28):
         raise ValueError("model file: the inverse-scale lookup table is out of range")
     for name in ("elu", "sigmoid", "tanh"):
         if int(tables[name].abs().max()) > ACT_LIMIT:

@@ -103,18 +103,29 @@ def _component_pmfs(mu: torch.Tensor, log_s: torch.Tensor, tables) -> torch.Tens
     ls = log_s.clamp(int(fp.LOG_SCALE_MIN * one), int(fp.LOG_SCALE_MAX * one))
     inv_s = tables["inv_scale"][ls - int(fp.LOG_SCALE_MIN * one)]  # (N, K), 2**16 scale
     mu_half = (mu + one) * 255  # (N, K), ACT_BITS fractional bits, half-pixel units
-    edges = torch.arange(1, 2 * LEVELS - 1, 2, device=mu.device, dtype=torch.int64) * one  # 255
-    diff = edges.view(1, 1, -1) - mu_half.unsqueeze(-1)  # (N, K, 255)
+    diff = _edges(mu.device) - mu_half.unsqueeze(-1)  # (N, K, 257)
     shift = fp.ACT_BITS + fp.INV_SCALE_BITS - fp.CDF_T_BITS
     t = torch.div(diff * inv_s.unsqueeze(-1), 255 << shift, rounding_mode="floor")
     lim = 16 << fp.CDF_T_BITS
-    cdf = tables["cdf"][t.clamp_(-lim, lim) + lim]  # (N, K, 255)
-    n, k = mu.shape
-    full = torch.empty(n, k, LEVELS + 1, dtype=torch.int64, device=mu.device)
-    full[..., 0] = 0
-    full[..., -1] = 1 << fp.CDF_BITS
-    full[..., 1:-1] = cdf
-    return full[..., 1:] - full[..., :-1]
+    cdf = tables["cdf"][t.clamp_(-lim, lim) + lim]  # (N, K, 257): the sentinels give 0 and 2**16
+    return cdf[..., 1:] - cdf[..., :-1]
+
+
+_EDGES: dict = {}
+
+
+def _edges(device) -> torch.Tensor:
+    """Bin edges in half-pixel units, fixed-point, shape (1, 1, 257): -2**30, 1, 3, ..., 509, 2**30.
+
+    The outer sentinels are far enough that t saturates at the CDF table's ends (exactly 0 and
+    2**16, checked by fixedpoint.validate_tables) for every scale the head allows.
+    """
+    key = str(device)
+    if key not in _EDGES:
+        inner = torch.arange(1, 2 * LEVELS - 1, 2, device=device, dtype=torch.int64) * fp.ONE
+        sentinel = torch.tensor([1 << 30], device=device, dtype=torch.int64)
+        _EDGES[key] = torch.cat([-sentinel, inner, sentinel]).view(1, 1, -1)
+    return _EDGES[key]
 
 
 def prior_weights(logits: torch.Tensor, tables) -> torch.Tensor:

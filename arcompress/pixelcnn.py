@@ -161,6 +161,9 @@ class ExactOps:
         kh, kw = w.shape[-2:]
         if x.shape[-2] == kh:  # a single output row (the cached decoder): im2col + matrix product
             n, c, _, width = x.shape
+            if width == kw:  # a single window (the per-pixel step): already in (I, kh, kw) order
+                acc = fp.rescale(x.reshape(n, -1) @ self.matrices[name] + b, s)
+                return fp.clamp_act(acc).view(n, -1, 1, 1)
             cols = x.unfold(3, kw, 1).permute(0, 3, 1, 2, 4).reshape(-1, c * kh * kw)
             acc = fp.rescale(cols @ self.matrices[name] + b, s)
             return fp.clamp_act(acc).view(n, -1, w.shape[0]).permute(0, 2, 1).unsqueeze(2)

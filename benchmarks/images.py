@@ -1,0 +1,273 @@
+"""Image benchmark: bits written vs exact NLL vs float NLL vs classical codecs, and speed.
+
+Every number comes from running this file; results go to ``benchmarks/results/*.json`` with
+the machine, library versions, command and date, and a markdown summary to
+``benchmarks/results/images.md`` (included in README.md).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import arcompress
+from arcompress import api, codec, zoo
+from arcompress.head import nll_bits
+from arcompress.media import ImageData
+from arcompress.pixelcnn import CachedDecoder, forward
+from arcompress.plan import TilePlan
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "dev"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ----------------------------------------------------------------------------- classical codecs
+
+def classical_sizes(a: np.ndarray) -> dict[str, int | None]:
+    """Compressed bytes of (H, W, C) uint8 pixels with each classical codec (None: codec failed)."""
+    import imagecodecs
+
+    img = a[:, :, 0] if a.shape[2] == 1 else a
+    out: dict[str, int | None] = {}
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG", optimize=True, compress_level=9)
+    out["PNG"] = buf.tell()
+    rgb = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a  # libwebp codes grey as RGB
+    trials = {
+        "WebP-lossless-m6": lambda: imagecodecs.webp_encode(rgb, level=100, lossless=True, method=6, numthreads=1),
+        "JPEG-LS": lambda: imagecodecs.jpegls_encode(img),
+        "JPEG-XL-e7": lambda: imagecodecs.jpegxl_encode(img, lossless=True, effort=7, numthreads=1),
+    }
+    decoders = {"WebP-lossless-m6": imagecodecs.webp_decode, "JPEG-LS": imagecodecs.jpegls_decode,
+                "JPEG-XL-e7": imagecodecs.jpegxl_decode}
+    for name, enc in trials.items():
+        try:
+            data = enc()
+        except Exception:  # noqa: BLE001 - a codec that cannot code this input is reported as None
+            out[name] = None
+            continue
+        back = np.asarray(decoders[name](data)).reshape(-1)
+        want = (rgb if name.startswith("WebP") else img).reshape(-1)
+        if not np.array_equal(back, want):
+            raise RuntimeError(f"{name} was not lossless")
+        out[name] = len(data)
+    return out
+
+
+# ----------------------------------------------------------------------------- arcompress
+
+def float_nll_bits(img: ImageData, tile: int) -> float:
+    """Total float-model NLL (bits) of an image, on the same tiles the codec uses."""
+    h, w, _ = img.pixels.shape
+    plan = TilePlan(h, w, tile, codec.DEFAULT_GROUP)
+    total = 0.0
+    for chans, nch in arcompress.media.image_planes(img):
+        model = zoo.resolve(zoo.DEFAULTS[nch]).float_model()
+        plane = torch.from_numpy(np.ascontiguousarray(img.pixels[:, :, chans].transpose(2, 0, 1)))
+        tiles, inside = plan.split(plane)
+        with torch.no_grad():
+            for s in range(0, len(tiles), 64):
+                t, m = tiles[s:s + 64], inside[s:s + 64]
+                total += float(nll_bits(model(t, m), t, m)) * float(m.sum()) * nch
+    return total
+
+
+def arcompress_row(img: ImageData, decode: bool, tile: int = codec.DEFAULT_TILE) -> dict:
+    t0 = time.perf_counter()
+    data, stats = codec.encode_image(img, tile=tile, progress=False)
+    t_enc = time.perf_counter() - t0
+    n = img.pixels.size
+    row = {"bytes": len(data), "header_bytes": len(data) - stats.payload_bytes,
+           "bpsp_written": 8 * len(data) / n, "bpsp_exact_nll": stats.nll_bits / n,
+           "bpsp_float_nll": float_nll_bits(img, tile) / n, "encode_s": t_enc,
+           "encode_px_per_s": img.pixels.shape[0] * img.pixels.shape[1] / t_enc}
+    row["overhead_pct"] = 100 * (row["bpsp_written"] / row["bpsp_exact_nll"] - 1)
+    row["conversion_cost_pct"] = 100 * (row["bpsp_exact_nll"] / row["bpsp_float_nll"] - 1)
+    if decode:
+        t0 = time.perf_counter()
+        back = codec.decode_image(data, progress=False)
+        row["decode_s"] = time.perf_counter() - t0
+        row["decode_px_per_s"] = img.pixels.shape[0] * img.pixels.shape[1] / row["decode_s"]
+        row["round_trip_exact"] = bool(np.array_equal(back.pixels, img.pixels))
+        if not row["round_trip_exact"]:
+            raise RuntimeError("round trip failed")
+    return row
+
+
+# ----------------------------------------------------------------------------- data
+
+def load(path: Path, crop: int | None) -> ImageData:
+    """Dev image as ImageData, optionally its central crop x crop square."""
+    with Image.open(path) as im:
+        a = np.asarray(im)
+        mode = im.mode
+    if crop and min(a.shape[:2]) > crop:
+        y, x = (a.shape[0] - crop) // 2, (a.shape[1] - crop) // 2
+        a = a[y:y + crop, x:x + crop]
+    return arcompress.media.from_array(np.ascontiguousarray(a), mode if mode in ("L", "RGB") else None)
+
+
+def dev_sets(quick: bool) -> dict[str, list[tuple[Path, int | None]]]:
+    sipi = sorted((DATA / "usc-sipi-color").glob("*.png"))
+    ici = sorted((DATA / "imagecompression-info").glob("*.png"))
+    if quick:
+        return {"usc-sipi-color (128x128 central crops)": [(p, 128) for p in sipi[:3]],
+                "imagecompression-info (128x128 central crops)": [(p, 128) for p in ici[:3]]}
+    return {"usc-sipi-color (whole images)": [(p, None) for p in sipi],
+            "imagecompression-info (512x512 central crops)": [(p, 512) for p in ici]}
+
+
+# ----------------------------------------------------------------------------- speed
+
+def cached_vs_naive(size: int = 32) -> dict:
+    """Decoder network cost on one size x size tile: cached steps vs a full forward per pixel."""
+    model = zoo.resolve(zoo.DEFAULTS[3])
+    ops = model.ops
+    x = torch.from_numpy(load(sorted((DATA / "usc-sipi-color").glob("*.png"))[0], size).pixels
+                         .transpose(2, 0, 1).copy())[None]
+    inside = torch.ones(1, 1, size, size)
+    emb = ops.embed(x, inside)
+    with codec._single_thread():
+        t0 = time.perf_counter()
+        dec = CachedDecoder(ops, 1, size, size)
+        cached = torch.zeros(1, ops.weights["out"][0].shape[0], size, size, dtype=torch.float64)
+        for i in range(size):
+            dec.start_row(i)
+            for j in range(size):
+                cached[:, :, i, j] = dec.step(j)
+                dec.commit(j, emb[:, :, i, j])
+        t_cached = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        partial = torch.zeros_like(emb)
+        naive = torch.zeros_like(cached)
+        for i in range(size):
+            for j in range(size):
+                naive[:, :, i, j] = forward(ops, partial)[:, :, i, j]
+                partial[:, :, i, j] = emb[:, :, i, j]
+        t_naive = time.perf_counter() - t0
+    assert torch.equal(cached, naive)
+    return {"tile": size, "cached_s": t_cached, "naive_s": t_naive, "speedup": t_naive / t_cached,
+            "identical_params": True}
+
+
+def tiling_tradeoff(images: list[ImageData], tiles=(16, 32, 64)) -> list[dict]:
+    """Bits (encode only) and decode speed per tile size."""
+    rows = []
+    for t in tiles:
+        bits = n = 0
+        for img in images:
+            data, _ = codec.encode_image(img, tile=t, progress=False)
+            bits += 8 * len(data)
+            n += img.pixels.size
+        probe = images[0]
+        data, _ = codec.encode_image(probe, tile=t, progress=False)
+        t0 = time.perf_counter()
+        codec.decode_image(data, progress=False)
+        dt = time.perf_counter() - t0
+        rows.append({"tile": t, "bpsp_written": bits / n, "decode_px_per_s": probe.pixels.shape[0] * probe.pixels.shape[1] / dt,
+                     "probe": f"{probe.pixels.shape[1]}x{probe.pixels.shape[0]}"})
+    return rows
+
+
+# ----------------------------------------------------------------------------- driver
+
+def machine() -> dict:
+    import importlib.metadata
+    import imagecodecs
+    import PIL
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": torch.get_num_threads(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__, "constriction": importlib.metadata.version("constriction"),
+            "imagecodecs": imagecodecs.__version__, "pillow": PIL.__version__, "arcompress": arcompress.__version__,
+            "models": {n: zoo.resolve(n).digest.hex() for n in zoo.SHIPPED}}
+
+
+def run(quick: bool, command: str, log=print) -> dict:
+    results = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+               "quick": quick, "sets": {}}
+    for set_name, items in dev_sets(quick).items():
+        rows = []
+        for path, crop in items:
+            img = load(path, crop)
+            row = {"image": path.name, "size": f"{img.pixels.shape[1]}x{img.pixels.shape[0]}",
+                   "channels": img.pixels.shape[2], "subpixels": img.pixels.size}
+            row["classical_bytes"] = classical_sizes(img.pixels)
+            row["arcompress"] = arcompress_row(img, decode=True)
+            rows.append(row)
+            log(f"{set_name} {path.name}: {row['arcompress']['bpsp_written']:.3f} bpsp written, "
+                f"PNG {8 * row['classical_bytes']['PNG'] / img.pixels.size:.3f}, "
+                f"decode {row['arcompress']['decode_px_per_s']:.0f} px/s")
+        results["sets"][set_name] = rows
+    log("speed: cached vs naive")
+    results["cached_vs_naive"] = cached_vs_naive(16 if quick else 32)
+    log(json.dumps(results["cached_vs_naive"]))
+    probe_items = list(dev_sets(True).values())[0]
+    probes = [load(p, 128 if quick else 256) for p, _ in probe_items]
+    results["tiling"] = tiling_tradeoff(probes, (16, 32) if quick else (16, 32, 64))
+    log(json.dumps(results["tiling"]))
+    if not quick:
+        results["decode_speed"] = []
+        for path, size in ((sorted((DATA / "usc-sipi-color").glob("*.png"))[-1], (256, 256)),
+                           (sorted((DATA / "usc-sipi-color").glob("*.png"))[-2], (768, 512))):
+            img = load(path, None)
+            img = arcompress.media.from_array(np.ascontiguousarray(img.pixels[:size[1], :size[0]]))
+            r = arcompress_row(img, decode=True)
+            results["decode_speed"].append({"image": path.name, "size": f"{size[0]}x{size[1]}", **r})
+            log(f"decode speed {size}: {r['decode_px_per_s']:.0f} px/s, encode {r['encode_px_per_s']:.0f} px/s")
+    return results
+
+
+def summarize(results: dict) -> str:
+    """Markdown tables of a results dict."""
+    codecs = ["PNG", "WebP-lossless-m6", "JPEG-LS", "JPEG-XL-e7"]
+    lines = [f"Run: `{results['command']}` on {results['date']}; CPU {results['machine']['cpu']}, "
+             f"{results['machine']['cores']} threads, GPU {results['machine']['gpu'] or 'none'}; "
+             f"torch {results['machine']['torch']}, constriction {results['machine']['constriction']}, "
+             f"imagecodecs {results['machine']['imagecodecs']}.", ""]
+    for set_name, rows in results["sets"].items():
+        n = sum(r["subpixels"] for r in rows)
+        tot = {c: sum(8 * (r["classical_bytes"][c] or np.nan) for r in rows) / n for c in codecs}
+        a = {k: sum(r["arcompress"][k] * r["subpixels"] for r in rows) / n
+             for k in ("bpsp_written", "bpsp_exact_nll", "bpsp_float_nll")}
+        lines += [f"**{set_name}** ({len(rows)} images, {n / 1e6:.2f} M sub-pixels; bits per sub-pixel, "
+                  "size-weighted; every round trip decoded bit-exact)", "",
+                  "| codec | bpsp | vs PNG |", "|---|---:|---:|"]
+        for c in codecs:
+            lines.append(f"| {c} | {tot[c]:.3f} | {100 * (tot[c] / tot['PNG'] - 1):+.1f} % |")
+        lines.append(f"| **arcompress (bits written, header included)** | **{a['bpsp_written']:.3f}** | "
+                     f"{100 * (a['bpsp_written'] / tot['PNG'] - 1):+.1f} % |")
+        lines += ["", f"arcompress: float model NLL {a['bpsp_float_nll']:.4f}, exact model NLL "
+                      f"{a['bpsp_exact_nll']:.4f} (conversion {100 * (a['bpsp_exact_nll'] / a['bpsp_float_nll'] - 1):+.2f} %), "
+                      f"written {a['bpsp_written']:.4f} ({100 * (a['bpsp_written'] / a['bpsp_exact_nll'] - 1):+.2f} % over the exact NLL).", ""]
+        lines += ["| image | size | PNG | WebP | JPEG-LS | JXL e7 | arcompress | exact NLL | float NLL | overhead | decode px/s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            cb = {c: (8 * r["classical_bytes"][c] / r["subpixels"] if r["classical_bytes"][c] else float("nan")) for c in codecs}
+            ar = r["arcompress"]
+            lines.append(f"| {r['image']} | {r['size']}x{r['channels']} | {cb['PNG']:.3f} | {cb['WebP-lossless-m6']:.3f} | "
+                         f"{cb['JPEG-LS']:.3f} | {cb['JPEG-XL-e7']:.3f} | {ar['bpsp_written']:.3f} | "
+                         f"{ar['bpsp_exact_nll']:.3f} | {ar['bpsp_float_nll']:.3f} | {ar['overhead_pct']:+.2f} % | "
+                         f"{ar['decode_px_per_s']:.0f} |")
+        lines.append("")
+    cn = results["cached_vs_naive"]
+    lines += [f"Decoder network on one {cn['tile']}x{cn['tile']} RGB tile, one thread: cached {cn['cached_s']:.2f} s, "
+              f"naive (a full forward pass per pixel) {cn['naive_s']:.2f} s: **{cn['speedup']:.0f}x**; identical parameters.", ""]
+    lines += ["| tile | bpsp written | decode px/s | probe |", "|---:|---:|---:|---|"]
+    for r in results["tiling"]:
+        lines.append(f"| {r['tile']} | {r['bpsp_written']:.4f} | {r['decode_px_per_s']:.0f} | {r['probe']} |")
+    for r in results.get("decode_speed", []):
+        lines.append("")
+        lines.append(f"{r['image']} cropped to {r['size']} RGB: encode {r['encode_px_per_s']:.0f} px/s, "
+                     f"decode {r['decode_px_per_s']:.0f} px/s ({r['bpsp_written']:.3f} bpsp).")
+    return "\n".join(lines) + "\n"
