@@ -51,8 +51,9 @@ def main() -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (one input only). Default: INPUT.arc")
-@click.option("-m", "--model", help=f"Model: a shipped name ({', '.join(zoo.SHIPPED)}) or a model file. "
-              "Default: the shipped model for the image's channels.")
+@click.option("-m", "--model", help=f"Model: a shipped name ({', '.join(zoo.SHIPPED)}) or a model file "
+              "(from 'arcompress train'). It codes the planes with its channel count (3: colour, 1: grey "
+              "and alpha); the shipped model codes the others. Default: the shipped models.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the encoder's forward pass runs (decoding is always exact on the CPU).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")

@@ -7,7 +7,10 @@ all tiles of the group that are inside the image at (i, j).
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +26,12 @@ from .pixelcnn import CachedDecoder, forward
 from .plan import TilePlan
 
 DEFAULT_TILE = 32
+#: most tiles in one lock-step group (payload segment)
 DEFAULT_GROUP = 256
+#: fewest tiles per group when an image is split into two segments for two decoding processes
+MIN_SPLIT_GROUP = 16
+#: images smaller than this (pixels) decode in this process: forking costs more than it saves
+PARALLEL_MIN_PIXELS = 1 << 15
 #: tile rows of the encoder's forward pass per chunk (bounds memory)
 FORWARD_CHUNK_PIXELS = 1 << 16
 #: rows of head tables built at once (bounds memory: rows * mixtures * 257 int64)
@@ -109,12 +117,20 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
     return enc.finish()
 
 
-def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int = DEFAULT_GROUP,
+def default_group(tiles: int) -> int:
+    """Tiles per segment: at most DEFAULT_GROUP, and at least two segments (so two processes can
+    decode in parallel) once there are 2 * MIN_SPLIT_GROUP tiles."""
+    return min(DEFAULT_GROUP, max(MIN_SPLIT_GROUP, -(-tiles // 2)))
+
+
+def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int | None = None,
                  device: str = "cpu", progress: bool | None = None) -> tuple[bytes, EncodeStats]:
     """Encode an image; ``model_for(channels) -> ExactModel`` picks the model of each plane group."""
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
     h, w, _ = img.pixels.shape
+    if group is None:
+        group = default_group(TilePlan(h, w, tile, 1).count)
     plan = TilePlan(h, w, tile, group)
     stats = EncodeStats(subpixels=img.pixels.size)
     planes = []
@@ -184,8 +200,13 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     return out.to(torch.uint8)
 
 
-def decode_image(data: bytes, model_for=None, progress: bool | None = None) -> ImageData:
-    """Decode .arc bytes; ``model_for(name, digest) -> ExactModel`` finds each plane group's model."""
+def decode_image(data: bytes, model_for=None, progress: bool | None = None,
+                 workers: int | None = None) -> ImageData:
+    """Decode .arc bytes; ``model_for(name, digest) -> ExactModel`` finds each plane group's model.
+
+    Payload segments are independent: ``workers`` processes (default: one per CPU core, for
+    images of PARALLEL_MIN_PIXELS or more) decode them in parallel.
+    """
     header = container.unpack(data)
     if header.scheme != fp.SCHEME_VERSION:
         raise container.FormatError(f"exact scheme version {header.scheme} is not supported "
@@ -203,16 +224,48 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None) -> I
         if model.config.channels != p.channels:
             raise container.FormatError("corrupt header (model channels)")
     inside = plan.inside()
+    jobs = [(model, seg, inside[r.start:r.stop]) for model, p in zip(models, header.planes)
+            for r, seg in zip(plan.groups(), p.segments)]
     bar = _progress(header.height * header.width * len(groups), "decoding", progress)
-    for (chans, _), model, p in zip(groups, models, header.planes):
-        tiles = torch.cat([_decode_group(model, seg, inside[r.start:r.stop], bar)
-                           for r, seg in zip(plan.groups(), p.segments)])
-        img.pixels[:, :, chans] = plan.join(tiles).permute(1, 2, 0).numpy()
+    if workers is None:
+        big = header.height * header.width >= PARALLEL_MIN_PIXELS
+        workers = min(len(jobs), os.cpu_count() or 1) if big else 1
+    decoded = _decode_jobs(jobs, workers, bar)
     bar.close()
+    n_seg = len(plan.groups())
+    for k, (chans, _) in enumerate(groups):
+        tiles = torch.cat(decoded[k * n_seg:(k + 1) * n_seg])
+        img.pixels[:, :, chans] = plan.join(tiles).permute(1, 2, 0).numpy()
     if zlib.crc32(img.pixels.tobytes()) != header.crc32:
         raise DecodeError("decoded pixels fail the CRC check: the file is corrupt "
                           "(or was written with a model whose weights differ)")
     return img
+
+
+_JOBS: list = []
+
+
+def _decode_job(k: int):
+    model, seg, inside = _JOBS[k]
+    return _decode_group(model, seg, inside).numpy()
+
+
+def _decode_jobs(jobs: list, workers: int, bar) -> list[torch.Tensor]:
+    """Decode (model, payload, inside) jobs, in forked worker processes when workers > 1."""
+    if workers <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_decode_group(*job, bar=bar) for job in jobs]
+    global _JOBS
+    _JOBS = jobs  # inherited by the forked workers: nothing large is pickled
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            out = []
+            for (_, _, inside), tiles in zip(jobs, pool.map(_decode_job, range(len(jobs)))):
+                out.append(torch.from_numpy(tiles))
+                if bar is not None:
+                    bar.update(int(inside.sum()))
+            return out
+    finally:
+        _JOBS = []
 
 
 def _mode_channels(mode: str) -> int:

@@ -193,3 +193,16 @@ def test_module_entry_point_round_trip(tmp_path):
     p = subprocess.run([sys.executable, "-m", "arcompress", "decode", str(tmp_path / "nope.arc")],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "no such file" in p.stderr
+
+
+@pytest.mark.parametrize("kind", ["flat", "zeros", "saturated", "checker", "noise"])
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 13, 1), (11, 1, 3), (9, 7, 4), (5, 6, 2)])
+def test_worst_cases_round_trip_through_cli_with_shipped_models(tmp_path, kind, shape):
+    from conftest import WORST_CASES
+    a = WORST_CASES[kind](*shape)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[shape[2]]
+    src = tmp_path / "w.png"
+    Image.fromarray(a[:, :, 0] if shape[2] == 1 else a, mode).save(src)
+    assert run("encode", src, "-q", "--verify").exit_code == 0
+    assert run("decode", f"{src}.arc", "-o", tmp_path / "w2.png", "-q").exit_code == 0
+    assert np.array_equal(pixels(src)[1], pixels(tmp_path / "w2.png")[1])

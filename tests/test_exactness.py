@@ -115,3 +115,17 @@ def test_tiling_and_grouping_round_trip(tiny_models, tile, group):
     assert np.array_equal(codec.decode_image(data, lambda n, d: tiny_models[3]).pixels, a)
     # bits written vs the exact model's own NLL: header plus at most a few bytes per segment
     assert stats.payload_bytes * 8 >= stats.nll_bits
+
+
+def test_parallel_segment_decoding_matches_serial(tiny_models):
+    a = natural_image(40, 36, 3, seed=8)
+    data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, group=6)
+    finder = lambda n, d: tiny_models[3]  # noqa: E731
+    serial = codec.decode_image(data, finder, workers=1)
+    parallel = codec.decode_image(data, finder, workers=2)
+    assert np.array_equal(serial.pixels, a) and np.array_equal(parallel.pixels, a)
+
+
+def test_default_group_gives_two_segments_for_mid_size_images():
+    assert codec.default_group(64) == 32 and codec.default_group(10) == 16
+    assert codec.default_group(5000) == codec.DEFAULT_GROUP
