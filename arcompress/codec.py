@@ -21,7 +21,7 @@ from . import container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
 from .head import ExactHead, exact_bits
-from .media import ImageData, image_planes
+from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import CachedDecoder, forward
 from .plan import TilePlan
 
@@ -129,19 +129,20 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
     h, w, _ = img.pixels.shape
+    coded = to_coded(img)
     if group is None:
         group = default_group(TilePlan(h, w, tile, 1).count)
     plan = TilePlan(h, w, tile, group)
-    stats = EncodeStats(subpixels=img.pixels.size)
+    stats = EncodeStats(subpixels=coded.size)
     planes = []
-    groups = image_planes(img)
+    groups = coded_planes(img.mode, img.meta)
     bar = _progress(h * w * len(groups), "encoding", progress)
     for chans, nch in groups:
         model = model_for(nch)
         if model.config.channels != nch:
             raise ValueError(f"model {model.name} codes {model.config.channels} channel(s), "
                              f"this plane group has {nch}")
-        plane = torch.from_numpy(np.ascontiguousarray(img.pixels[:, :, chans].transpose(2, 0, 1)))
+        plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
         params = exact_params(model, tiles, inside, dev, bar)
         segs = [_encode_group(model, tiles[g], inside[g], params[g], stats) for g in
@@ -211,9 +212,8 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None,
     if header.scheme != fp.SCHEME_VERSION:
         raise container.FormatError(f"exact scheme version {header.scheme} is not supported "
                                     f"(this arcompress uses {fp.SCHEME_VERSION})")
-    img = ImageData(np.zeros((header.height, header.width, _mode_channels(header.mode)), np.uint8),
-                    header.mode, header.meta)
-    groups = image_planes(img)
+    groups = coded_planes(header.mode, header.meta)
+    coded = np.zeros((header.height, header.width, sum(len(c) for c, _ in groups)), np.uint8)
     if [len(c) for c, _ in groups] != [p.channels for p in header.planes]:
         raise container.FormatError("corrupt header (plane groups do not match the image mode)")
     plan = TilePlan(header.height, header.width, header.tile, header.group)
@@ -235,7 +235,8 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None,
     n_seg = len(plan.groups())
     for k, (chans, _) in enumerate(groups):
         tiles = torch.cat(decoded[k * n_seg:(k + 1) * n_seg])
-        img.pixels[:, :, chans] = plan.join(tiles).permute(1, 2, 0).numpy()
+        coded[:, :, chans] = plan.join(tiles).permute(1, 2, 0).numpy()
+    img = ImageData(from_coded(header.mode, header.meta, coded), header.mode, header.meta)
     if zlib.crc32(img.pixels.tobytes()) != header.crc32:
         raise DecodeError("decoded pixels fail the CRC check: the file is corrupt "
                           "(or was written with a model whose weights differ)")
@@ -266,10 +267,6 @@ def _decode_jobs(jobs: list, workers: int, bar) -> list[torch.Tensor]:
             return out
     finally:
         _JOBS = []
-
-
-def _mode_channels(mode: str) -> int:
-    return {"L": 1, "1": 1, "P": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
 
 
 def default_model_for(name: str, digest: bytes) -> zoo.ExactModel:

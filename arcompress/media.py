@@ -170,15 +170,63 @@ def write_image(path: str | os.PathLike, img: ImageData) -> None:
         raise MediaError(f"cannot write {path}: {e}") from None
 
 
-def image_planes(img: ImageData) -> list[tuple[list[int], int]]:
-    """Plane groups to code: (channel indices, model channel count).
+def _palette_array(meta: dict) -> np.ndarray:
+    """The palette as (entries, 3 or 4) uint8."""
+    n = 4 if meta.get("palette_mode") == "RGBA" else 3
+    pal = np.asarray(meta.get("palette", []), dtype=np.uint8)
+    return pal[: len(pal) // n * n].reshape(-1, n)
+
+
+def _first_index_of_colour(pal: np.ndarray) -> dict[bytes, int]:
+    first: dict[bytes, int] = {}
+    for i, colour in enumerate(pal):
+        first.setdefault(colour.tobytes(), i)
+    return first
+
+
+def to_coded(img: ImageData) -> np.ndarray:
+    """The array that is actually coded: palette images become their colours when that is
+    reversible (every used index is the first palette entry of its colour), recorded in
+    ``img.meta["palette_coding"]``; every other image is coded as it is."""
+    if img.mode != "P":
+        return img.pixels
+    pal = _palette_array(img.meta)
+    used = np.unique(img.pixels)
+    if len(pal) and used.max() < len(pal):
+        first = _first_index_of_colour(pal)
+        if all(first[pal[u].tobytes()] == u for u in used):
+            img.meta["palette_coding"] = "colour"
+            return np.ascontiguousarray(pal[img.pixels[:, :, 0]])
+    img.meta.pop("palette_coding", None)
+    return img.pixels
+
+
+def from_coded(mode: str, meta: dict, coded: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_coded`; raises MediaError if the colours are not in the palette."""
+    if mode != "P" or meta.get("palette_coding") != "colour":
+        return coded
+    pal = _palette_array(meta)
+    first = _first_index_of_colour(pal)
+    flat = coded.reshape(-1, pal.shape[1])
+    colours, inverse = np.unique(flat, axis=0, return_inverse=True)
+    try:
+        idx = np.array([first[c.tobytes()] for c in colours], dtype=np.uint8)
+    except KeyError:
+        raise MediaError("decoded colour is not in the palette: the file is corrupt") from None
+    return idx[inverse.reshape(-1)].reshape(coded.shape[0], coded.shape[1], 1)
+
+
+def coded_planes(mode: str, meta: dict) -> list[tuple[list[int], int]]:
+    """Plane groups of the coded array: (channel indices, model channel count).
 
     Colour channels go through the RGB model together, grey and alpha planes through the grey
-    model one at a time; palette indices are coded as a grey plane.
+    model one at a time; palette images as colours (RGB, or RGB + alpha) or as an index plane.
     """
+    if mode == "P" and meta.get("palette_coding") == "colour":
+        mode = "RGBA" if meta.get("palette_mode") == "RGBA" else "RGB"
     return {
         "L": [([0], 1)], "1": [([0], 1)], "P": [([0], 1)],
         "LA": [([0], 1), ([1], 1)],
         "RGB": [([0, 1, 2], 3)],
         "RGBA": [([0, 1, 2], 3), ([3], 1)],
-    }[img.mode]
+    }[mode]

@@ -71,9 +71,10 @@ def float_nll_bits(img: ImageData, tile: int) -> float:
     h, w, _ = img.pixels.shape
     plan = TilePlan(h, w, tile, codec.DEFAULT_GROUP)
     total = 0.0
-    for chans, nch in arcompress.media.image_planes(img):
+    coded = arcompress.media.to_coded(img)
+    for chans, nch in arcompress.media.coded_planes(img.mode, img.meta):
         model = zoo.resolve(zoo.DEFAULTS[nch]).float_model()
-        plane = torch.from_numpy(np.ascontiguousarray(img.pixels[:, :, chans].transpose(2, 0, 1)))
+        plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
         with torch.no_grad():
             for s in range(0, len(tiles), 64):

@@ -206,3 +206,29 @@ def test_worst_cases_round_trip_through_cli_with_shipped_models(tmp_path, kind, 
     assert run("encode", src, "-q", "--verify").exit_code == 0
     assert run("decode", f"{src}.arc", "-o", tmp_path / "w2.png", "-q").exit_code == 0
     assert np.array_equal(pixels(src)[1], pixels(tmp_path / "w2.png")[1])
+
+
+@pytest.mark.parametrize("variant", ["duplicate_colours", "rgba_palette", "transparency"])
+def test_palette_variants_round_trip(tmp_path, variant):
+    a = natural_image(8, 9, 3, seed=3)
+    im = Image.fromarray(a, "RGB").quantize(16)
+    if variant == "duplicate_colours":  # two entries share a colour: coded as an index plane
+        pal = im.getpalette()[:48]
+        pal[3:6] = pal[0:3]
+        im.putpalette(pal)
+    elif variant == "rgba_palette":
+        im = Image.fromarray(np.dstack([a, np.full(a.shape[:2], 200, np.uint8)]), "RGBA").quantize(12)
+    else:
+        im.info["transparency"] = 2
+    src = tmp_path / "p.png"
+    im.save(src, transparency=im.info["transparency"]) if variant == "transparency" else im.save(src)
+    assert run("encode", src, "-q").exit_code == 0
+    assert run("decode", f"{src}.arc", "-o", tmp_path / "p2.png", "-q").exit_code == 0
+    m1, a1, p1 = pixels(src)
+    m2, a2, p2 = pixels(tmp_path / "p2.png")
+    assert (m1, p1) == (m2, p2) and np.array_equal(a1, a2)
+    with Image.open(src) as x, Image.open(tmp_path / "p2.png") as y:
+        assert x.info.get("transparency") == y.info.get("transparency")
+    import arcompress
+    coding = arcompress.info((tmp_path / "p.png.arc").read_bytes())["models"]
+    assert [m["channels"] for m in coding] == ([1] if variant == "duplicate_colours" else [3])
