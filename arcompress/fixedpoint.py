@@ -39,8 +39,9 @@ CDF_T_BITS = 12
 CDF_BITS = 16
 #: mixture weights and softmax outputs carry WEIGHT_BITS bits
 MIX_BITS = 16
-#: 1/scale carries INV_SCALE_BITS fractional bits
-INV_SCALE_BITS = 16
+#: the inverse-scale table holds exp(-log_scale) / 255 with INV_SCALE_BITS fractional bits
+#: (the 1/255 turns half-pixel distances into the logistic's units, so the head needs no division)
+INV_SCALE_BITS = 24
 
 #: version of this arithmetic; recorded in every .arc file and every model file
 SCHEME_VERSION = 1
@@ -69,9 +70,9 @@ def build_tables() -> dict[str, torch.Tensor]:
     # exp for the softmax of mixture logits, inputs in [-EXP_RANGE, 0], output 2**MIX_BITS scale, >= 1
     x = np.arange(-EXP_RANGE * ONE, 1, dtype=np.float64) / ONE
     tables["exp"] = np.maximum(_round_half_up(np.exp(x) * (1 << MIX_BITS)), 1.0)
-    # exp(-log_scale) for log_scale in [LOG_SCALE_MIN, LOG_SCALE_MAX], 2**INV_SCALE_BITS scale
+    # exp(-log_scale) / 255 for log_scale in [LOG_SCALE_MIN, LOG_SCALE_MAX], 2**INV_SCALE_BITS scale
     x = np.arange(int(LOG_SCALE_MIN * ONE), int(LOG_SCALE_MAX * ONE) + 1, dtype=np.float64) / ONE
-    tables["inv_scale"] = _round_half_up(np.exp(-x) * (1 << INV_SCALE_BITS))
+    tables["inv_scale"] = _round_half_up(np.exp(-x) * (1 << INV_SCALE_BITS) / 255)
     # logistic CDF: t with CDF_T_BITS fractional bits in [-16, 16], output 2**CDF_BITS scale
     t = np.arange(-16 << CDF_T_BITS, (16 << CDF_T_BITS) + 1, dtype=np.float64) / (1 << CDF_T_BITS)
     tables["cdf"] = _round_half_up((1 << CDF_BITS) / (1.0 + np.exp(-t)))
@@ -100,8 +101,8 @@ def validate_tables(tables: dict[str, torch.Tensor]) -> None:
     if int(tables["exp"].min()) < 1 or int(tables["exp"].max()) > (1 << MIX_BITS):
         raise ValueError("model file: the exp lookup table is out of range")
     # the head's sentinel edges (+-2**30, minus a mean of at most 40*255 half-pixels) must
-    # saturate t = diff * inv_scale / (255 * 2**14) at +-16 * 2**CDF_T_BITS
-    t_sat = (16 << CDF_T_BITS) * (255 << (ACT_BITS + INV_SCALE_BITS - CDF_T_BITS))
+    # saturate t = diff * inv_scale >> 22 at +-16 * 2**CDF_T_BITS
+    t_sat = (16 << CDF_T_BITS) << (ACT_BITS + INV_SCALE_BITS - CDF_T_BITS)
     if int(tables["inv_scale"].min()) * ((1 << 30) - ((40 * 255) << ACT_BITS)) < t_sat \
             or int(tables["inv_scale"].max()) > (1 << 28):
         raise ValueError("model file: the inverse-scale lookup table is out of range")

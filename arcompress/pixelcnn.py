@@ -279,7 +279,7 @@ class CachedDecoder:
         self.u_prev = [z(batch, 2 * f, 1, width + 2) for _ in range(2 * n)]
         # ul stream: rows i-1, i of each conv input (after concat_elu), padded left by 1
         self.ul_cache = [z(batch, 2 * f, 2, width + 1) for _ in range(2 * n)]
-        self.u_row: list[torch.Tensor] = []  # u after block k, row i: (B, F, 1, W) for k=0..n-1
+        self.aux_row: list[torch.Tensor] = []  # nin(concat_elu(u_k)) of row i: (B, F, 1, W), k < n
         self.ul_a_row = z(batch, f, 1, width)
         self.row = -1
 
@@ -297,10 +297,11 @@ class CachedDecoder:
             torch.zeros_like(self.ul_a_row)
         self.ul_a_row = ops.conv("ul_in_a", self.x_rows[:, :, 1:2]) if i > 0 else \
             torch.zeros_like(self.ul_a_row)
-        self.u_row = []
+        # the ul blocks' auxiliary input nin(concat_elu(u)) depends on row i only: one row conv
+        self.aux_row = []
         for k in range(n):
             u = self._u_block(k, u)
-            self.u_row.append(u)
+            self.aux_row.append(ops.conv(f"ul{k}.nin", ops.concat_elu(u)))
 
     def _u_row_conv(self, cache_idx: int, name: str, value: torch.Tensor) -> torch.Tensor:
         """Row conv of a down-shifted 2x3 layer: window = [cached row i-1; row i] -> row i."""
@@ -332,8 +333,7 @@ class CachedDecoder:
         ul = ops.add(self.ul_a_row[:, :, :, j:j + 1], b_in)
         for k in range(self.cfg.blocks):
             h = self._ul_conv(2 * k, f"ul{k}.c1", ops.concat_elu(ul), j)
-            aux = self.u_row[k][:, :, :, j:j + 1]
-            h = ops.add(h, ops.conv(f"ul{k}.nin", ops.concat_elu(aux)))
+            h = ops.add(h, self.aux_row[k][:, :, :, j:j + 1])
             h = self._ul_conv(2 * k + 1, f"ul{k}.c2", ops.concat_elu(h), j)
             a, b = h.chunk(2, dim=1)
             ul = ops.add(ul, ops.gate(a, b))
