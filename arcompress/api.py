@@ -17,7 +17,7 @@ import numpy as np
 
 from . import codec, container, zoo
 from .codec import EncodeStats
-from .media import ImageData, from_array, read_image, write_image
+from .media import WRITERS, ImageData, from_array, read_image, write_image
 
 
 def _model_chooser(model: str | None):
@@ -134,11 +134,19 @@ def encode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, mo
 
 def decode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, model: str | None = None,
                 force: bool = False, progress: bool | None = None) -> dict:
-    """Decode an .arc file to ``dst`` (default: ``src`` without '.arc', else '.png' added)."""
+    """Decode an .arc file to ``dst``.
+
+    Default: ``src`` without '.arc' (photo.png.arc -> photo.png), with '.png' added when that
+    name's extension is not a lossless format arcompress writes (photo.jpg.arc -> photo.jpg.png).
+    """
     src = Path(src)
     if dst is None:
-        dst = src.with_suffix("") if src.suffix == ".arc" else src.with_name(src.name + ".png")
+        dst = src.with_suffix("") if src.suffix == ".arc" else src
+        if dst == src or dst.suffix.lower() not in WRITERS:
+            dst = dst.with_name(dst.name + ".png")
     dst = Path(dst)
+    if dst.suffix and dst.suffix.lower() not in WRITERS:
+        raise ValueError(f"{dst.name}: cannot write {dst.suffix} losslessly; use one of {', '.join(sorted(WRITERS))}")
     if dst.exists() and not force:
         raise FileExistsError(f"{dst}: already exists (use --force to overwrite)")
     try:

@@ -22,7 +22,7 @@ from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
 from .head import ExactHead, exact_bits
 from .media import ImageData, coded_planes, from_coded, to_coded
-from .pixelcnn import CachedDecoder, forward
+from .pixelcnn import CachedDecoder, ExactOps, forward
 from .plan import TilePlan
 
 DEFAULT_TILE = 32
@@ -82,10 +82,10 @@ def exact_params(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tenso
 _gpu_ops: dict = {}
 
 
-def _ops_on(model: zoo.ExactModel, device: torch.device):
+def _ops_on(model: zoo.ExactModel, device: torch.device) -> ExactOps:
+    """The model's exact ops with weights and tables on ``device`` (cached)."""
     key = (model.digest, str(device))
     if key not in _gpu_ops:
-        from .pixelcnn import ExactOps
         _gpu_ops[key] = ExactOps(model.config, model.tensors).to(device)
     return _gpu_ops[key]
 

@@ -130,9 +130,13 @@ def to_pil(img: ImageData) -> Image.Image:
 
 
 def write_image(path: str | os.PathLike, img: ImageData) -> None:
-    """Write losslessly in the format of the extension (PNG when it names none we know)."""
+    """Write losslessly in the format of the extension (PNG when there is none)."""
     path = Path(path)
-    fmt = WRITERS.get(path.suffix.lower(), "PNG")
+    suffix = path.suffix.lower()
+    if suffix and suffix not in WRITERS:
+        raise MediaError(f"{path.name}: cannot write {suffix} losslessly; use one of "
+                         f"{', '.join(sorted(WRITERS))}")
+    fmt = WRITERS.get(suffix, "PNG")
     im = to_pil(img)
     if img.mode == "P" and im.mode != "P":
         raise MediaError("internal error: palette image lost its palette")

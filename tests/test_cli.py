@@ -232,3 +232,23 @@ def test_palette_variants_round_trip(tmp_path, variant):
     import arcompress
     coding = arcompress.info((tmp_path / "p.png.arc").read_bytes())["models"]
     assert [m["channels"] for m in coding] == ([1] if variant == "duplicate_colours" else [3])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_gpu_is_a_clear_error(tmp_path):
+    src = make(tmp_path / "g.png", "RGB")
+    r = run("encode", src, "--device", "cuda")
+    assert r.exit_code == 1 and "no CUDA GPU" in r.output and not (tmp_path / "g.png.arc").exists()
+
+
+def test_decoded_name_and_format_from_a_lossy_input(tmp_path):
+    src = tmp_path / "photo.jpg"
+    Image.fromarray(natural_image(8, 8, 3), "RGB").save(src, quality=90)
+    assert run("encode", src, "-q").exit_code == 0
+    assert run("decode", tmp_path / "photo.jpg.arc", "-q").exit_code == 0
+    out = tmp_path / "photo.jpg.png"
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+    assert np.array_equal(pixels(src)[1], pixels(out)[1])
+    r = run("decode", tmp_path / "photo.jpg.arc", "-o", tmp_path / "x.jpg")
+    assert r.exit_code == 1 and "losslessly" in r.output and not (tmp_path / "x.jpg").exists()
