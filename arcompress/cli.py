@@ -132,13 +132,15 @@ def info(inputs, as_json):
 @click.option("--steps", default=2000, show_default=True, help="Total optimisation steps (a resumed run continues to this).")
 @click.option("--batch", default=16, show_default=True)
 @click.option("--crop", default=32, show_default=True, help="Side of the random training crops.")
-@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate at step 0.")
+@click.option("--lr-decay", default=0.998, show_default=True, help="Learning rate = lr * lr_decay ** (step / 10).")
+@click.option("--threads", default=0, help="CPU threads for training (default: PyTorch's choice).")
 @click.option("--val-images", default=0, help="Whole images held out for validation (default: ~10 %).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default: OUTPUT.ckpt.safetensors); resumed if present.")
 @click.option("--checkpoint-every", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def train(images_dir, output, channels, filters, blocks, mixtures, steps, batch, crop, lr, val_images,
-          checkpoint, checkpoint_every, seed):
+def train(images_dir, output, channels, filters, blocks, mixtures, steps, batch, crop, lr, lr_decay, threads,
+          val_images, checkpoint, checkpoint_every, seed):
     """Train a PixelCNN++ on a folder of images and write an exact model file.
 
     The last images (sorted by name) are held out whole for the validation bits per sub-pixel.
@@ -150,8 +152,8 @@ def train(images_dir, output, channels, filters, blocks, mixtures, steps, batch,
     if api.Path(output).exists():
         raise click.ClickException(f"{output}: already exists")
     cfg = PixelCNNConfig(channels=int(channels), filters=filters, blocks=blocks, mixtures=mixtures)
-    opts = TrainOptions(steps=steps, batch=batch, crop=crop, lr=lr, val_images=val_images,
-                        checkpoint_every=checkpoint_every, seed=seed)
+    opts = TrainOptions(steps=steps, batch=batch, crop=crop, lr=lr, lr_decay=lr_decay, threads=threads,
+                        val_images=val_images, checkpoint_every=checkpoint_every, seed=seed)
     try:
         r = run(images_dir, output, cfg, opts, checkpoint=checkpoint, log=click.echo)
     except (ValueError, OSError) as e:
