@@ -17,11 +17,26 @@ def main() -> None:
     name = "images-quick" if args.quick else "images"
     path = images.RESULTS / f"{name}.json"
     if args.action == "run":
-        results = images.run(args.quick, "python -m benchmarks " + " ".join(sys.argv[1:]))
+        partial = images.RESULTS / f"{name}.partial.json"
+        results = images.run(args.quick, "python -m benchmarks " + " ".join(sys.argv[1:]), partial)
         path.write_text(json.dumps(results, indent=1))
+        partial.unlink(missing_ok=True)
     results = json.loads(path.read_text())
-    (images.RESULTS / f"{name}.md").write_text(images.summarize(results))
-    print(images.summarize(results))
+    table = images.summarize(results)
+    (images.RESULTS / f"{name}.md").write_text(table)
+    if not args.quick:
+        update_readme(table)
+    print(table)
+
+
+def update_readme(table: str) -> None:
+    """Replace README.md's text between the benchmark markers with the fresh table."""
+    readme = images.RESULTS.parents[1] / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- benchmark:images -->\n", "<!-- /benchmark:images -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        readme.write_text(head + start + table + rest[rest.index(end):])
 
 
 main()

@@ -219,13 +219,53 @@ def machine() -> dict:
             "models": {n: zoo.resolve(n).digest.hex() for n in zoo.SHIPPED}}
 
 
-def run(quick: bool, command: str, log=print) -> dict:
+def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
+    """Measure everything; after each step the results so far are saved to ``partial`` (JSON),
+    and a rerun with the same models resumes from it."""
     results = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                "quick": quick, "sets": {}}
+    if partial is not None and partial.exists():
+        old = json.loads(partial.read_text())
+        if old.get("machine", {}).get("models") == results["machine"]["models"] and old.get("quick") == quick:
+            results = old
+            log(f"resuming from {partial}")
+
+    def save():
+        if partial is not None:
+            partial.write_text(json.dumps(results, indent=1))
+
+    if "cached_vs_naive" not in results:
+        log("speed: cached vs naive")
+        results["cached_vs_naive"] = cached_vs_naive(16 if quick else 32)
+        log(json.dumps(results["cached_vs_naive"]))
+        save()
+    if not quick and "decode_speed" not in results:
+        speed = []
+        for path, size in ((DATA / "usc-sipi-color" / "house.png", (256, 256)),
+                           (DATA / "imagecompression-info" / "flower_foveon_rgb.png", (768, 512))):
+            img = load(path, None)
+            y, x = (img.pixels.shape[0] - size[1]) // 2, (img.pixels.shape[1] - size[0]) // 2
+            img = arcompress.media.from_array(np.ascontiguousarray(img.pixels[y:y + size[1], x:x + size[0]]))
+            if img.pixels.shape[:2] != (size[1], size[0]):
+                raise RuntimeError(f"{path.name} is smaller than {size}")
+            r, _ = arcompress_row(img, decode=True)
+            speed.append({"image": path.name, "size": f"{size[0]}x{size[1]}", **r})
+            log(f"decode speed {size}: {r['decode_px_per_s']:.0f} px/s, encode {r['encode_px_per_s']:.0f} px/s")
+        results["decode_speed"] = speed
+        save()
+    if "tiling" not in results:
+        probe_items = list(dev_sets(True).values())[0]
+        probes = [load(p, 128 if quick else 256) for p, _ in probe_items[:2]]
+        results["tiling"] = tiling_tradeoff(probes, (16, 32) if quick else (16, 32, 64))
+        log(json.dumps(results["tiling"]))
+        save()
     workdir = Path(tempfile.mkdtemp(prefix="arcompress-bench-"))
     for set_name, items in dev_sets(quick).items():
-        rows = []
+        rows = results["sets"].setdefault(set_name, [])
+        done = {r["image"] for r in rows}
         for path, crop in items:
+            if path.name in done:
+                continue
             img = load(path, crop)
             row = {"image": path.name, "size": f"{img.pixels.shape[1]}x{img.pixels.shape[0]}",
                    "channels": img.pixels.shape[2], "subpixels": img.pixels.size}
@@ -233,26 +273,10 @@ def run(quick: bool, command: str, log=print) -> dict:
             row["arcompress"], data = arcompress_row(img, decode=False)
             row["arcompress"].update(cli_round_trip(img, data, workdir))
             rows.append(row)
+            save()
             log(f"{set_name} {path.name}: {row['arcompress']['bpsp_written']:.3f} bpsp written, "
                 f"PNG {8 * row['classical_bytes']['PNG'] / img.pixels.size:.3f}, CLI decode "
                 f"{row['arcompress']['cli_decode_s']:.1f} s, bit-exact")
-        results["sets"][set_name] = rows
-    log("speed: cached vs naive")
-    results["cached_vs_naive"] = cached_vs_naive(16 if quick else 32)
-    log(json.dumps(results["cached_vs_naive"]))
-    probe_items = list(dev_sets(True).values())[0]
-    probes = [load(p, 128 if quick else 256) for p, _ in probe_items]
-    results["tiling"] = tiling_tradeoff(probes, (16, 32) if quick else (16, 32, 64))
-    log(json.dumps(results["tiling"]))
-    if not quick:
-        results["decode_speed"] = []
-        for path, size in ((sorted((DATA / "usc-sipi-color").glob("*.png"))[-1], (256, 256)),
-                           (sorted((DATA / "usc-sipi-color").glob("*.png"))[-2], (768, 512))):
-            img = load(path, None)
-            img = arcompress.media.from_array(np.ascontiguousarray(img.pixels[:size[1], :size[0]]))
-            r, _ = arcompress_row(img, decode=True)
-            results["decode_speed"].append({"image": path.name, "size": f"{size[0]}x{size[1]}", **r})
-            log(f"decode speed {size}: {r['decode_px_per_s']:.0f} px/s, encode {r['encode_px_per_s']:.0f} px/s")
     return results
 
 
@@ -290,12 +314,12 @@ def summarize(results: dict) -> str:
         lines.append("")
     cn = results["cached_vs_naive"]
     lines += [f"Decoder network on one {cn['tile']}x{cn['tile']} RGB tile, one thread: cached {cn['cached_s']:.2f} s, "
-              f"naive (a full forward pass per pixel) {cn['naive_s']:.2f} s: **{cn['speedup']:.0f}x**; identical parameters.", ""]
+              f"naive (a full forward pass per pixel) {cn['naive_s']:.2f} s: **{cn['speedup']:.1f}x**; identical parameters.", ""]
     lines += ["| tile | bpsp written | decode px/s | probe |", "|---:|---:|---:|---|"]
     for r in results["tiling"]:
         lines.append(f"| {r['tile']} | {r['bpsp_written']:.4f} | {r['decode_px_per_s']:.0f} | {r['probe']} |")
     for r in results.get("decode_speed", []):
         lines.append("")
-        lines.append(f"{r['image']} cropped to {r['size']} RGB: encode {r['encode_px_per_s']:.0f} px/s, "
+        lines.append(f"{r['image']}, central {r['size']} RGB crop: encode {r['encode_px_per_s']:.0f} px/s, "
                      f"decode {r['decode_px_per_s']:.0f} px/s ({r['bpsp_written']:.3f} bpsp).")
     return "\n".join(lines) + "\n"
