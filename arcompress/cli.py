@@ -9,7 +9,6 @@ import time
 import click
 
 from . import api, zoo
-from .codec import DEFAULT_TILE
 
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import arcompress
-from arcompress import api, codec, zoo
+from arcompress import codec, zoo
 from arcompress.head import nll_bits
 from arcompress.media import ImageData
 from arcompress.pixelcnn import CachedDecoder, forward
