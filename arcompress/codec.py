@@ -44,8 +44,6 @@ class EncodeStats:
 
     nll_bits: float = 0.0
     payload_bytes: int = 0
-    file_bytes: int = 0
-    subpixels: int = 0
 
 
 def _device(spec: str) -> torch.device:
@@ -133,7 +131,7 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
     if group is None:
         group = default_group(TilePlan(h, w, tile, 1).count)
     plan = TilePlan(h, w, tile, group)
-    stats = EncodeStats(subpixels=coded.size)
+    stats = EncodeStats()
     planes = []
     groups = coded_planes(img.mode, img.meta)
     bar = _progress(h * w * len(groups), "encoding", progress)
@@ -152,9 +150,7 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
     bar.close()
     header = container.Header(fp.SCHEME_VERSION, h, w, img.mode, plan.tile, plan.group,
                               zlib.crc32(img.pixels.tobytes()), img.meta, planes)
-    data = container.pack(header)
-    stats.file_bytes = len(data)
-    return data, stats
+    return container.pack(header), stats
 
 
 class _single_thread:

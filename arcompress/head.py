@@ -174,16 +174,15 @@ class ExactHead:
         p = params.to(torch.int64)
         self.logits, self.means, self.log_scales, self.coeffs = split_params(p, self.C, self.K)
         self.weights = prior_weights(self.logits, self.tables)
-        self.known: list[torch.Tensor] = []
+        self.known: list[torch.Tensor] = []  # coded channels, fixed-point in [-1, 1], (N, 1) each
         self._pmfs = None
 
     def _mean(self, c: int) -> torch.Tensor:
         mu = self.means[:, c, :]
         lo = -fp.TANH_RANGE * fp.ONE
-        for j, xj in enumerate(self.known[:c]):
+        for j, xn in enumerate(self.known[:c]):
             alpha = self.tables["tanh"][self.coeffs[:, _coeff_index(c, j), :].clamp(lo, -lo) - lo]
-            xn = fp.fixed_from_pixels(xj).to(torch.int64).unsqueeze(-1)
-            mu = mu + torch.div(alpha * xn + fp.ONE // 2, fp.ONE, rounding_mode="floor")
+            mu = mu + ((alpha * xn + fp.ONE // 2) >> fp.ACT_BITS)  # >> is floor division by ONE
         return mu
 
     def freqs(self, c: int) -> torch.Tensor:
@@ -194,7 +193,7 @@ class ExactHead:
     def observe(self, c: int, symbols: torch.Tensor) -> None:
         """Update the posterior weights with the coded values (N,) of channel c."""
         sym = symbols.to(torch.int64)
-        self.known.append(sym)
+        self.known.append(fp.fixed_from_pixels(sym).to(torch.int64).unsqueeze(-1))  # (N, 1), once
         if c + 1 < self.C:
             like = self._pmfs.gather(2, sym.view(-1, 1, 1).expand(-1, self.K, 1))[..., 0]
             self.weights = _normalize(self.weights * like.clamp_min(1))

@@ -135,13 +135,3 @@ def resolve(spec: str) -> ExactModel:
     _cache[spec] = model
     return model
 
-
-def find_by_digest(candidates: list[str], want: bytes) -> ExactModel | None:
-    for spec in candidates:
-        try:
-            m = resolve(spec)
-        except ModelError:
-            continue
-        if m.digest == want:
-            return m
-    return None

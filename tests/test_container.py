@@ -46,8 +46,8 @@ def test_every_truncation_is_rejected(sample, tiny_models):
 def test_random_byte_flips_never_crash_or_pass_silently(sample, tiny_models):
     a, data = sample
     rng = random.Random(0)
-    finder = lambda name, d: codec.default_model_for(name, d) if name not in ("tiny-rgb",) else \
-        (tiny_models[3] if d == tiny_models[3].digest else codec.default_model_for(name, d))
+    def finder(name, digest):
+        return tiny_models[3] if digest == tiny_models[3].digest else codec.default_model_for(name, digest)
     for trial in range(150):
         buf = bytearray(data)
         for _ in range(rng.choice([1, 1, 2, 5])):
