@@ -1,10 +1,11 @@
-"""arcompress: lossless image compression with learned autoregressive models.
+"""arcompress: lossless image and audio compression with learned autoregressive models.
 
-Python API: :func:`compress` / :func:`decompress` on numpy arrays, :func:`encode_file` /
-:func:`decode_file` on files, :func:`info` on .arc bytes.
+Python API: :func:`compress` / :func:`decompress` on image arrays, :func:`compress_audio` /
+:func:`decompress_audio` on PCM sample arrays, :func:`encode_file` / :func:`decode_file` on
+files (images and audio), :func:`info` on .arc bytes.
 """
 
-from .api import compress, decode_file, decompress, encode_file, info
+from .api import compress, compress_audio, decode_file, decompress, decompress_audio, encode_file, info
 
-__all__ = ["compress", "decompress", "encode_file", "decode_file", "info"]
-__version__ = "0.1.0"
+__all__ = ["compress", "decompress", "compress_audio", "decompress_audio", "encode_file", "decode_file", "info"]
+__version__ = "0.2.0"

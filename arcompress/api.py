@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import codec, container, zoo
+from . import audio_codec, codec, container, zoo
+from .audiofile import (FORMATS, AudioInfo, AudioWriter, is_audio_path, output_format,
+                        probe, read_blocks)
 from .codec import EncodeStats
 from .media import WRITERS, ImageData, from_array, read_image, write_image
 
@@ -70,8 +72,52 @@ def decompress(data: bytes, model: str | None = None) -> np.ndarray:
     return img.pixels[:, :, 0] if img.pixels.shape[2] == 1 else img.pixels
 
 
+def _audio_model(model: str | None) -> zoo.ExactModel:
+    m = zoo.resolve(model or zoo.AUDIO_DEFAULT)
+    if not m.is_audio:
+        raise zoo.ModelError(f"model {m.name} is an image model; audio needs a WaveNet model "
+                             f"(e.g. {zoo.AUDIO_DEFAULT})")
+    return m
+
+
+def compress_audio(samples: np.ndarray, rate: int, bits: int | None = None, model: str | None = None,
+                   chunk: int = audio_codec.DEFAULT_CHUNK, device: str = "auto") -> bytes:
+    """Losslessly compress integer PCM audio: ``samples`` (frames,) or (frames, channels).
+
+    ``bits``: 8, 16 or 24 (default: 8 for int8, 16 for int16; int32 arrays need ``bits=24``).
+    Decompressing gives a WAV-flavoured stream (format recorded as WAV).
+    """
+    a = np.asarray(samples)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[1] < 1 or a.dtype.kind not in "iu":
+        raise ValueError("audio must be an integer array (frames,) or (frames, channels)")
+    bits = bits or {1: 8, 2: 16}.get(a.dtype.itemsize)
+    if bits not in (8, 16, 24):
+        raise ValueError("give bits=8, 16 or 24 for this array's dtype")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+        raise ValueError(f"samples exceed the {bits}-bit range")
+    native = a.astype(np.int32)
+    info = AudioInfo(int(rate), a.shape[1], a.shape[0], bits, "WAV", {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24"}[bits])
+    parts = list(audio_codec.encode_stream(_audio_model(model), info, lambda: iter([native]), chunk=chunk,
+                                           device=device, progress=False))
+    return b"".join(parts[:-1])
+
+
+def decompress_audio(data: bytes, model: str | None = None) -> tuple[np.ndarray, int]:
+    """Inverse of :func:`compress_audio`: (samples (frames, channels) int16 / int8 / int32, rate)."""
+    gen = audio_codec.decode_stream(container.audio_reader(data), _model_finder([model] if model else None))
+    info = next(gen)
+    blocks = list(gen)
+    a = np.concatenate(blocks) if blocks else np.zeros((0, info.channels), np.int32)
+    return a.astype({8: np.int8, 16: np.int16, 24: np.int32}[info.bits]), info.rate
+
+
 def info(data: bytes) -> dict:
     """The header of .arc bytes as a dict (no decoding)."""
+    if container.peek_kind(data[:7]) == container.KIND_AUDIO:
+        return _audio_info(data)
     h = container.unpack(data)
     n = h.height * h.width * sum(p.channels for p in h.planes)
     return {
@@ -83,6 +129,23 @@ def info(data: bytes) -> dict:
                    for p in h.planes],
         "crc32": f"{h.crc32:08x}", "metadata": sorted(h.meta),
         "file_bytes": len(data), "subpixels": n, "bits_per_subpixel": 8 * len(data) / n,
+    }
+
+
+def _audio_info(data: bytes) -> dict:
+    r = container.audio_reader(data)
+    h = container.read_audio_header(r)
+    n = h.frames * h.channels
+    return {
+        "format_version": container.FORMAT_VERSION, "scheme": h.scheme, "kind": "audio",
+        "channels": h.channels, "rate": h.rate, "frames": h.frames, "seconds": h.frames / h.rate,
+        "bits": h.bits, "wasted_bits": h.wasted, "uniform_low_bits": h.low_bits,
+        "chunk": h.chunk, "chunks_per_segment": h.group, "segments": h.segment_count(),
+        "models": [{"name": h.model_name, "sha256": h.model_digest.hex(), "channels": h.channels,
+                    "segments": h.segment_count(), "payload_bytes": len(data) - r.pos}],
+        "crc32": f"{h.crc32:08x}", "container": h.meta.get("format"), "subtype": h.meta.get("subtype"),
+        "metadata": sorted(h.meta.get("tags", {})),
+        "file_bytes": len(data), "samples": n, "bits_per_sample": 8 * len(data) / max(n, 1),
     }
 
 
@@ -119,6 +182,8 @@ def encode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, mo
     dst = Path(dst) if dst else src.with_name(src.name + ".arc")
     if dst.exists() and not force:
         raise FileExistsError(f"{dst}: already exists (use --force to overwrite)")
+    if is_audio_path(src):
+        return _encode_audio_file(src, dst, model, device, force, verify, progress)
     img = read_image(src)
     data, stats = compress_image(img, model, device=device, progress=progress)
     if verify:
@@ -132,6 +197,72 @@ def encode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, mo
             "dropped_metadata": img.dropped, "verified": verify}
 
 
+def _encode_audio_file(src: Path, dst: Path, model, device, force, verify, progress) -> dict:
+    info_ = probe(src)
+    m = _audio_model(model)
+    block = 1 << 16
+    stats = None
+
+    def write(tmp):
+        nonlocal stats
+        with open(tmp, "wb") as f:
+            for part in audio_codec.encode_stream(m, info_, lambda: read_blocks(src, block), device=device,
+                                                  progress=progress):
+                if isinstance(part, audio_codec.AudioEncodeStats):
+                    stats = part
+                else:
+                    f.write(part)
+        if verify:
+            _verify_audio(tmp, src, m, progress)
+
+    write_atomic(dst, writer=write, force=force)
+    n = info_.frames * info_.channels
+    size = dst.stat().st_size
+    return {"input": str(src), "output": str(dst), "bytes": size, "samples": n,
+            "bits_per_sample": 8 * size / max(n, 1), "model_bits_per_sample": stats.nll_bits / max(n, 1),
+            "dropped_metadata": [], "verified": verify, "kind": "audio"}
+
+
+def _verify_audio(arc_path, src: Path, model: zoo.ExactModel, progress) -> None:
+    """Decode ``arc_path`` and compare it with the samples of ``src``, block by block."""
+    with open(arc_path, "rb") as f:
+        gen = audio_codec.decode_stream(container.audio_reader(f, os.fstat(f.fileno()).st_size),
+                                        lambda name, digest: model, progress=progress)
+        next(gen)
+        decoded = audio_codec._rechunk(gen, 1 << 16)
+        for want in audio_codec._rechunk(read_blocks(src, 1 << 16), 1 << 16):
+            got = next(decoded, None)
+            if got is None or not np.array_equal(got, want):
+                raise RuntimeError("verification failed: the decoded audio differs (please report this)")
+        if next(decoded, None) is not None:
+            raise RuntimeError("verification failed: the decoded audio is longer (please report this)")
+
+
+def _decode_audio_file(src: Path, dst: Path | None, model, force, progress) -> dict:
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        gen = audio_codec.decode_stream(container.audio_reader(f, size), _model_finder([model] if model else None),
+                                        progress=progress)
+        info_ = next(gen)
+        if dst is None:
+            dst = src.with_suffix("") if src.suffix == ".arc" else src
+            if dst == src or dst.suffix.lower() not in FORMATS:
+                dst = dst.with_name(dst.name + {"WAV": ".wav", "FLAC": ".flac", "AIFF": ".aiff"}.get(info_.format, ".wav"))
+        dst = Path(dst)
+        fmt, subtype = output_format(dst, info_)
+        if dst.exists() and not force:
+            raise FileExistsError(f"{dst}: already exists (use --force to overwrite)")
+
+        def write(tmp):
+            with AudioWriter(tmp, info_, fmt, subtype) as w:
+                for block in gen:
+                    w.write(block)
+
+        write_atomic(dst, writer=write, force=force)
+    return {"input": str(src), "output": str(dst), "kind": "audio", "channels": info_.channels,
+            "rate": info_.rate, "frames": info_.frames, "bits": info_.bits}
+
+
 def decode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, model: str | None = None,
                 force: bool = False, progress: bool | None = None) -> dict:
     """Decode an .arc file to ``dst``.
@@ -140,6 +271,15 @@ def decode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, mo
     name's extension is not a lossless format arcompress writes (photo.jpg.arc -> photo.jpg.png).
     """
     src = Path(src)
+    try:
+        with open(src, "rb") as f:
+            kind = container.peek_kind(f.read(7))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{src}: is a directory") from None
+    if kind == container.KIND_AUDIO:
+        return _decode_audio_file(src, Path(dst) if dst else None, model, force, progress)
     if dst is None:
         dst = src.with_suffix("") if src.suffix == ".arc" else src
         if dst == src or dst.suffix.lower() not in WRITERS:

@@ -37,12 +37,15 @@ def _run_each(inputs, output, action) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="arcompress")
 def main() -> None:
-    """Lossless image compression with learned autoregressive models (PixelCNN++).
+    """Lossless image and audio compression with learned autoregressive models
+    (PixelCNN++ for images, WaveNet for audio).
 
     \b
     arcompress encode photo.png          -> photo.png.arc
     arcompress decode photo.png.arc      -> photo.png (identical pixels)
-    arcompress info photo.png.arc        -> header and bits per sub-pixel
+    arcompress encode take.flac          -> take.flac.arc (also .wav, .aiff)
+    arcompress decode take.flac.arc      -> take.flac (identical samples, rate and subtype)
+    arcompress info photo.png.arc        -> header and bits per sub-pixel / sample
     arcompress train DIR -o my.safetensors   then: arcompress encode --model my.safetensors ...
     """
 
@@ -59,7 +62,8 @@ def main() -> None:
 @click.option("--verify", is_flag=True, help="Decode the result and compare before reporting success.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary lines.")
 def encode(inputs, output, model, device, force, verify, quiet):
-    """Compress images (PNG, PPM/PGM, BMP, TIFF, lossless WebP; 8-bit L, LA, RGB, RGBA, P).
+    """Compress images (PNG, PPM/PGM, BMP, TIFF, lossless WebP; 8-bit L, LA, RGB, RGBA, P)
+    and audio (WAV, FLAC, AIFF; 8-, 16- or 24-bit integer PCM, any rate and channel count).
 
     Inputs are kept. An existing output is never overwritten without --force, and output is
     written to a temporary file that is renamed into place only when complete.
@@ -70,7 +74,12 @@ def encode(inputs, output, model, device, force, verify, quiet):
                             progress=None if not quiet else False)
         if r["dropped_metadata"] and not quiet:
             click.echo(f"arcompress: warning: {path}: metadata not kept: {', '.join(r['dropped_metadata'])}", err=True)
-        if not quiet:
+        if not quiet and r.get("kind") == "audio":
+            click.echo(f"{r['input']} -> {r['output']}: {r['bytes']} bytes, "
+                       f"{r['bits_per_sample']:.3f} bits/sample "
+                       f"(model {r['model_bits_per_sample']:.3f}){', verified' if verify else ''} "
+                       f"in {time.time() - t:.1f} s")
+        elif not quiet:
             click.echo(f"{r['input']} -> {r['output']}: {r['bytes']} bytes, "
                        f"{r['bits_per_subpixel']:.3f} bits/sub-pixel "
                        f"(model {r['model_bits_per_subpixel']:.3f}){', verified' if verify else ''} "
@@ -82,16 +91,19 @@ def encode(inputs, output, model, device, force, verify, quiet):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Output file (one input only); its extension picks the format (.png, .bmp, .tif, "
-                   ".ppm/.pgm, .webp). Default: INPUT without .arc")
+                   ".ppm/.pgm, .webp; .wav, .flac, .aiff). Default: INPUT without .arc")
 @click.option("-m", "--model", help="Model file, when the .arc was written with a model that is not shipped.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary lines.")
 def decode(inputs, output, model, force, quiet):
-    """Decompress .arc files back to the identical image."""
+    """Decompress .arc files back to the identical image or recording."""
     def one(path):
         t = time.time()
         r = api.decode_file(path, output, model=model, force=force, progress=None if not quiet else False)
-        if not quiet:
+        if not quiet and r.get("kind") == "audio":
+            click.echo(f"{r['input']} -> {r['output']}: {r['channels']} channel(s), {r['rate']} Hz, "
+                       f"{r['bits']}-bit, {r['frames']} frames in {time.time() - t:.1f} s")
+        elif not quiet:
             click.echo(f"{r['input']} -> {r['output']}: {r['width']}x{r['height']} {r['mode']} "
                        f"in {time.time() - t:.1f} s")
     _run_each(inputs, output, one)
@@ -101,12 +113,23 @@ def decode(inputs, output, model, force, quiet):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(inputs, as_json):
-    """Print the header of .arc files and their bits per sub-pixel."""
+    """Print the header of .arc files and their bits per sub-pixel (or per sample)."""
     def one(path):
         with open(path, "rb") as f:
             r = api.info(f.read())
         if as_json:
             click.echo(json.dumps({"file": path, **r}, indent=2))
+            return
+        if r.get("kind") == "audio":
+            click.echo(f"{path}: audio, {r['channels']} channel(s), {r['rate']} Hz, {r['bits']}-bit "
+                       f"{r['container']} {r['subtype']}, {r['frames']} frames ({r['seconds']:.2f} s), "
+                       f"{r['file_bytes']} bytes, {r['bits_per_sample']:.4f} bits/sample")
+            click.echo(f"  format {r['format_version']}, exact scheme {r['scheme']}, chunks of {r['chunk']} "
+                       f"frames, {r['chunks_per_segment']} chunks per segment, CRC-32 {r['crc32']}, "
+                       f"wasted low bits {r['wasted_bits']}")
+            m = r["models"][0]
+            click.echo(f"  model {m['name']} sha256 {m['sha256']} ({m['segments']} segment(s), "
+                       f"{m['payload_bytes']} bytes)")
             return
         click.echo(f"{path}: {r['width']}x{r['height']} {r['mode']}, {r['file_bytes']} bytes, "
                    f"{r['bits_per_subpixel']:.4f} bits/sub-pixel")
@@ -121,40 +144,69 @@ def info(inputs, as_json):
 
 
 @main.command()
-@click.argument("images_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (.safetensors).")
+@click.option("--arch", type=click.Choice(["auto", "pixelcnn", "wavenet"]), default="auto", show_default=True,
+              help="pixelcnn: an image model; wavenet: an audio model; auto: by what DATA_DIR holds.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
-              help="3: an RGB model; 1: a grey model (colour images are converted to grey).")
-@click.option("--filters", default=48, show_default=True)
-@click.option("--blocks", default=3, show_default=True, help="Gated resnet blocks per stream.")
-@click.option("--mixtures", default=5, show_default=True, help="Logistic mixture components.")
+              help="Images: 3 for an RGB model; 1 for a grey model (colour images are converted to grey).")
+@click.option("--filters", default=48, show_default=True, help="Images: feature maps per stream.")
+@click.option("--blocks", default=3, show_default=True, help="Images: gated resnet blocks per stream.")
+@click.option("--residual", default=24, show_default=True, help="Audio: residual channels.")
+@click.option("--skip", default=48, show_default=True, help="Audio: skip channels.")
+@click.option("--layers", default=10, show_default=True, help="Audio: dilated layers (dilations 1, 2, ..., 512, repeated).")
+@click.option("--mixtures", default=None, type=int, help="Logistic mixture components (default: 5 images, 4 audio).")
 @click.option("--steps", default=2000, show_default=True, help="Total optimisation steps (a resumed run continues to this).")
-@click.option("--batch", default=16, show_default=True)
-@click.option("--crop", default=32, show_default=True, help="Side of the random training crops.")
+@click.option("--batch", default=None, type=int, help="Crops per step (default: 16 images, 8 audio).")
+@click.option("--crop", default=None, type=int, help="Crop size: image side (default 32) or audio samples (default 4096).")
 @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate at step 0.")
 @click.option("--lr-decay", default=0.998, show_default=True, help="Learning rate = lr * lr_decay ** (step / 10).")
 @click.option("--threads", default=0, help="CPU threads for training (default: PyTorch's choice).")
-@click.option("--val-images", default=0, help="Whole images held out for validation (default: ~10 %).")
+@click.option("--val-files", "--val-images", "val_files", default=0,
+              help="Whole files held out for validation (default: ~10 %, the last by name).")
+@click.option("--val-dir", type=click.Path(exists=True, file_okay=False),
+              help="Audio: validate on this folder instead of holding files out.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default: OUTPUT.ckpt.safetensors); resumed if present.")
 @click.option("--checkpoint-every", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def train(images_dir, output, channels, filters, blocks, mixtures, steps, batch, crop, lr, lr_decay, threads,
-          val_images, checkpoint, checkpoint_every, seed):
-    """Train a PixelCNN++ on a folder of images and write an exact model file.
+def train(data_dir, output, arch, channels, filters, blocks, residual, skip, layers, mixtures, steps, batch, crop,
+          lr, lr_decay, threads, val_files, val_dir, checkpoint, checkpoint_every, seed):
+    """Train a model on a folder of images (PixelCNN++) or recordings (WaveNet) and write an
+    exact model file.
 
-    The last images (sorted by name) are held out whole for the validation bits per sub-pixel.
-    Stop at any time: rerunning the same command resumes from the checkpoint.
+    The last files (sorted by name) are held out whole for validation. Stop at any time:
+    rerunning the same command resumes from the checkpoint.
     """
-    from .pixelcnn import PixelCNNConfig
-    from .train import TrainOptions, train as run
+    from pathlib import Path
+
+    from .audiofile import AUDIO_SUFFIXES
+    from .train import IMAGE_SUFFIXES
 
     if api.Path(output).exists():
         raise click.ClickException(f"{output}: already exists")
-    cfg = PixelCNNConfig(channels=int(channels), filters=filters, blocks=blocks, mixtures=mixtures)
-    opts = TrainOptions(steps=steps, batch=batch, crop=crop, lr=lr, lr_decay=lr_decay, threads=threads,
-                        val_images=val_images, checkpoint_every=checkpoint_every, seed=seed)
+    if arch == "auto":
+        suffixes = {p.suffix.lower() for p in Path(data_dir).rglob("*")}
+        arch = "wavenet" if suffixes & AUDIO_SUFFIXES and not suffixes & IMAGE_SUFFIXES else "pixelcnn"
     try:
-        r = run(images_dir, output, cfg, opts, checkpoint=checkpoint, log=click.echo)
+        if arch == "wavenet":
+            from .train_audio import AudioTrainOptions, train_audio
+            from .wavenet import WaveNetConfig
+
+            cfg = WaveNetConfig(residual=residual, skip=skip, layers=layers, mixtures=mixtures or 4)
+            opts = AudioTrainOptions(steps=steps, batch=batch or 8, crop=crop or 4096, lr=lr, lr_decay=lr_decay,
+                                     threads=threads, val_files=val_files, checkpoint_every=checkpoint_every,
+                                     seed=seed)
+            r = train_audio(data_dir, output, cfg, opts, checkpoint=checkpoint, val_dir=val_dir, log=click.echo)
+            click.echo(f"wrote {output}: validation {r['val_bits']:.4f} bits/sample (float model) "
+                       f"after {r['steps']} steps")
+            return
+        from .pixelcnn import PixelCNNConfig
+        from .train import TrainOptions, train as run
+
+        cfg = PixelCNNConfig(channels=int(channels), filters=filters, blocks=blocks, mixtures=mixtures or 5)
+        opts = TrainOptions(steps=steps, batch=batch or 16, crop=crop or 32, lr=lr, lr_decay=lr_decay,
+                            threads=threads, val_images=val_files, checkpoint_every=checkpoint_every, seed=seed)
+        r = run(data_dir, output, cfg, opts, checkpoint=checkpoint, log=click.echo)
     except (ValueError, OSError) as e:
         _fail(str(e))
         sys.exit(1)

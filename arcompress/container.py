@@ -17,6 +17,19 @@ Layout (integers are unsigned LEB128 varints unless a size is given)::
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
     payload    the segments, in order
 
+Audio files (kind 2) share the first 7 bytes; then (see :func:`pack_audio_header`)::
+
+    channels   1 byte;  rate, frames (varints)
+    bits       1 byte   8, 16 or 24;  wasted: 1 byte (trailing zero bits of every model sample)
+    low_bits   1 byte   low bits of 24-bit samples coded uniformly (0 or 8)
+    chunk, group        chunking plan (audio_codec)
+    crc32      4 bytes  CRC-32 of the native samples as little-endian int32, frame-interleaved
+    meta       varint length + zlib-compressed JSON (container format, subtype, text tags)
+    model name (1-byte length + UTF-8), model SHA-256 (32 bytes)
+    hcrc       4 bytes  CRC-32 of everything above
+    segments   ceil(ceil(frames / chunk) / group) of them, each a varint byte length + bytes,
+               so that a long recording is written and read one segment at a time
+
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
 """
@@ -30,6 +43,9 @@ from dataclasses import dataclass, field
 MAGIC = b"\x8bARC"
 FORMAT_VERSION = 1
 KIND_IMAGE = 1
+KIND_AUDIO = 2
+MAX_FRAMES = 1 << 40
+MAX_SEGMENT = 1 << 30
 MODES = ("L", "LA", "RGB", "RGBA", "P", "1")
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28
@@ -74,13 +90,23 @@ def _varint(n: int) -> bytes:
 
 
 class _Reader:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
+    """Reads from bytes or from a binary file object (``size``: bytes left in the stream)."""
+
+    def __init__(self, data, size: int | None = None):
+        self.stream = None if isinstance(data, (bytes, bytearray, memoryview)) else data
+        self.data = data if self.stream is None else b""
+        self.size = len(data) if self.stream is None else size
+        self.pos = 0
 
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        if n < 0 or self.pos + n > self.size:
             raise FormatError("file is truncated")
-        b = self.data[self.pos:self.pos + n]
+        if self.stream is None:
+            b = self.data[self.pos:self.pos + n]
+        else:
+            b = self.stream.read(n)
+            if len(b) != n:
+                raise FormatError("file is truncated")
         self.pos += n
         return b
 
@@ -134,6 +160,8 @@ def unpack(data: bytes) -> Header:
     if version != FORMAT_VERSION:
         raise FormatError(f"unsupported format version {version} (this arcompress reads {FORMAT_VERSION})")
     scheme, kind = r.byte(), r.byte()
+    if kind == KIND_AUDIO:
+        raise FormatError("this is an audio .arc file")
     if kind != KIND_IMAGE:
         raise FormatError(f"unsupported media kind {kind}")
     height, width = r.varint(MAX_SIDE), r.varint(MAX_SIDE)
@@ -183,3 +211,128 @@ def unpack(data: bytes) -> Header:
     for p, ls in zip(planes, lengths):
         p.segments = [r.take(n) for n in ls]
     return Header(scheme, height, width, MODES[mode_idx], tile, group, crc, meta, planes)
+
+
+def peek_kind(prefix: bytes) -> int:
+    """The media kind of an .arc file from its first 7 bytes; FormatError if it is not one."""
+    if len(prefix) < 4 or prefix[:4] != MAGIC:
+        raise FormatError("not an arcompress file (bad magic bytes)")
+    if len(prefix) < 7:
+        raise FormatError("file is truncated")
+    if prefix[4] != FORMAT_VERSION:
+        raise FormatError(f"unsupported format version {prefix[4]} (this arcompress reads {FORMAT_VERSION})")
+    return prefix[6]
+
+
+@dataclass
+class AudioHeader:
+    scheme: int
+    channels: int
+    rate: int
+    frames: int
+    bits: int
+    wasted: int
+    low_bits: int
+    chunk: int
+    group: int
+    crc32: int
+    meta: dict
+    model_name: str
+    model_digest: bytes
+
+    def segment_count(self) -> int:
+        chunks = -(-self.frames // self.chunk)
+        return -(-chunks // self.group)
+
+
+def pack_audio_header(h: AudioHeader) -> bytes:
+    meta = zlib.compress(json.dumps(h.meta, separators=(",", ":"), sort_keys=True).encode(), 9)
+    name = h.model_name.encode()
+    if len(name) > 255 or len(h.model_digest) != 32:
+        raise ValueError("model name too long or digest not SHA-256")
+    out = bytearray(MAGIC)
+    out += bytes([FORMAT_VERSION, h.scheme, KIND_AUDIO, h.channels])
+    out += _varint(h.rate) + _varint(h.frames) + bytes([h.bits, h.wasted, h.low_bits])
+    out += _varint(h.chunk) + _varint(h.group) + (h.crc32 & 0xFFFFFFFF).to_bytes(4, "little")
+    out += _varint(len(meta)) + meta + bytes([len(name)]) + name + h.model_digest
+    out += zlib.crc32(out).to_bytes(4, "little")
+    return bytes(out)
+
+
+def pack_segment(segment: bytes) -> bytes:
+    return _varint(len(segment)) + segment
+
+
+def read_audio_header(r: "_Reader") -> AudioHeader:
+    """Parse an audio header from a reader positioned at the start of the file."""
+    start = bytearray()
+
+    def take(n):
+        b = r.take(n)
+        start.extend(b)
+        return b
+
+    def byte():
+        return take(1)[0]
+
+    def varint(limit):
+        n, shift = 0, 0
+        while True:
+            b = byte()
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise FormatError("corrupt header (bad integer)")
+        if n > limit:
+            raise FormatError(f"corrupt header (value {n} exceeds {limit})")
+        return n
+
+    kind = peek_kind(take(7))
+    if kind != KIND_AUDIO:
+        raise FormatError("this is not an audio .arc file")
+    scheme = start[5]
+    channels = byte()
+    rate, frames = varint(1 << 31), varint(MAX_FRAMES)
+    bits, wasted, low_bits = byte(), byte(), byte()
+    chunk, group = varint(1 << 24), varint(1 << 24)
+    crc = int.from_bytes(take(4), "little")
+    meta_raw = take(varint(MAX_META))
+    name_raw = take(byte())
+    digest = take(32)
+    if int.from_bytes(r.take(4), "little") != zlib.crc32(bytes(start)):
+        raise FormatError("corrupt header (CRC mismatch)")
+    if not 1 <= channels or rate == 0 or bits not in (8, 16, 24) or wasted > 16 \
+            or low_bits not in (0, 8) or (low_bits and bits != 24) or chunk == 0 or group == 0:
+        raise FormatError("corrupt header (audio parameters)")
+    try:
+        inflater = zlib.decompressobj()
+        meta = json.loads(inflater.decompress(meta_raw, MAX_META))
+        if inflater.unconsumed_tail or not inflater.eof or not isinstance(meta, dict):
+            raise ValueError
+        name = name_raw.decode()
+    except (zlib.error, ValueError, UnicodeDecodeError):
+        raise FormatError("corrupt header (metadata)") from None
+    return AudioHeader(scheme, channels, rate, frames, bits, wasted, low_bits, chunk, group, crc,
+                       meta, name, digest)
+
+
+def read_segment(r: "_Reader") -> bytes:
+    n, shift = 0, 0
+    while True:
+        b = r.byte()
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise FormatError("corrupt segment length")
+    if n > MAX_SEGMENT:
+        raise FormatError("corrupt segment length")
+    return r.take(n)
+
+
+def audio_reader(source, size: int | None = None) -> "_Reader":
+    """A reader over .arc bytes or an open binary file of ``size`` bytes."""
+    return _Reader(source, size)

@@ -142,7 +142,7 @@ def _normalize(w: torch.Tensor) -> torch.Tensor:
 
 
 def freqs_from_masses(mass: torch.Tensor) -> torch.Tensor:
-    """Non-negative integer masses (N, 256) -> frequencies >= 1 summing to exactly 2**PRECISION.
+    """Non-negative integer masses (N, n) -> frequencies >= 1 summing to exactly 2**PRECISION.
 
     Rows whose total reaches 2**38 are first halved (integer shift) until it does not, so that
     ``mass * 2**PRECISION`` stays below 2**63.  The head's masses are below 2**37 anyway.
@@ -152,7 +152,7 @@ def freqs_from_masses(mass: torch.Tensor) -> torch.Tensor:
         mass = torch.where(total >= 1 << 38, mass >> 1, mass)
         total = mass.sum(dim=-1, keepdim=True)
     total = total.clamp_min(1)
-    free = (1 << PRECISION) - LEVELS
+    free = (1 << PRECISION) - mass.shape[-1]
     freq = torch.div(mass * free, total, rounding_mode="floor") + 1
     deficit = (1 << PRECISION) - freq.sum(dim=-1)
     top = freq.argmax(dim=-1)

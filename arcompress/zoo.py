@@ -20,15 +20,22 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import audio_head, pixelcnn, wavenet
 from . import fixedpoint as fp
-from .pixelcnn import ExactOps, PixelCNN, PixelCNNConfig, convert, layer_specs
 
 FORMAT = "arcompress-model"
 ARCH = "pixelcnn++"
+AUDIO_ARCH = "wavenet"
+#: architecture -> (config class, exact ops class, float model class)
+ARCHES = {ARCH: (pixelcnn.PixelCNNConfig, pixelcnn.ExactOps, pixelcnn.PixelCNN),
+          AUDIO_ARCH: (wavenet.WaveNetConfig, wavenet.ExactOps, wavenet.WaveNet)}
 #: shipped models: name -> file inside arcompress/models
-SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors"}
-#: the default model per number of channels in a plane group
+SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
+           "wavenet-audio": "wavenet-audio.safetensors"}
+#: the default image model per number of channels in a plane group
 DEFAULTS = {3: "pixelcnn-rgb", 1: "pixelcnn-gray"}
+#: the default audio model
+AUDIO_DEFAULT = "wavenet-audio"
 
 
 class ModelError(ValueError):
@@ -40,51 +47,64 @@ class ExactModel:
     """A loaded exact model: config, exact ops, and identity."""
 
     name: str
-    config: PixelCNNConfig
+    config: pixelcnn.PixelCNNConfig | wavenet.WaveNetConfig
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the file it was loaded from
+    arch: str = ARCH
 
     def __post_init__(self):
-        self.ops = ExactOps(self.config, self.tensors)
-        self.digest = digest(self.config, self.tensors)
+        self.ops = ARCHES[self.arch][1](self.config, self.tensors)
+        self.digest = digest(self.config, self.tensors, self.arch)
 
-    def float_model(self) -> PixelCNN | None:
+    @property
+    def is_audio(self) -> bool:
+        return self.arch == AUDIO_ARCH
+
+    def float_model(self):
         """The float model this exact model was converted from, if the file carries it."""
         if not any(k.startswith("float.") for k in self.tensors):
             return None
-        model = PixelCNN(self.config)
+        model = ARCHES[self.arch][2](self.config)
         model.load_float_state({k[6:]: v for k, v in self.tensors.items() if k.startswith("float.")})
         return model.eval()
 
 
-def exact_keys(cfg: PixelCNNConfig) -> list[str]:
-    keys = [f"{n}.{p}" for n in layer_specs(cfg) for p in ("weight", "shift", "bias")]
-    return sorted(keys + [f"table.{k}" for k in fp.TABLE_SIZES])
+def exact_keys(cfg, arch: str = ARCH) -> list[str]:
+    specs = pixelcnn.layer_specs(cfg) if arch == ARCH else wavenet.layer_specs(cfg)
+    keys = [f"{n}.{p}" for n in specs for p in ("weight", "shift", "bias")]
+    keys += [f"table.{k}" for k in fp.TABLE_SIZES]
+    if arch == AUDIO_ARCH:
+        keys += ["table.mulaw"] + [f"table.{k}" for k in audio_head.AUDIO_TABLE_SIZES]
+    return sorted(keys)
 
 
-def digest(cfg: PixelCNNConfig, tensors: dict[str, torch.Tensor]) -> bytes:
+def digest(cfg, tensors: dict[str, torch.Tensor], arch: str = ARCH) -> bytes:
     """SHA-256 over the config, the scheme version and every exact tensor (name, dtype, shape, bytes)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"arch": ARCH, "config": cfg.to_dict(), "scheme": fp.SCHEME_VERSION},
+    h.update(json.dumps({"arch": arch, "config": cfg.to_dict(), "scheme": fp.SCHEME_VERSION},
                         sort_keys=True).encode())
-    for k in exact_keys(cfg):
+    for k in exact_keys(cfg, arch):
         t = tensors[k].contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.numpy().tobytes())
     return h.digest()
 
 
-def save_model(path: str | os.PathLike, model: PixelCNN, metadata: dict[str, str] | None = None) -> None:
-    """Convert a float model and write it as a model file (atomically)."""
-    tensors = convert(model)
+def save_model(path: str | os.PathLike, model, metadata: dict[str, str] | None = None) -> None:
+    """Convert a float model (PixelCNN or WaveNet) and write it as a model file (atomically)."""
+    audio = isinstance(model, wavenet.WaveNet)
+    tensors = wavenet.convert(model) if audio else pixelcnn.convert(model)
     tensors.update({f"float.{k}": v for k, v in model.float_state().items()})
-    meta = {"format": FORMAT, "arch": ARCH, "scheme": str(fp.SCHEME_VERSION),
+    meta = {"format": FORMAT, "arch": AUDIO_ARCH if audio else ARCH, "scheme": str(fp.SCHEME_VERSION),
             "config": json.dumps(model.cfg.to_dict())}
     meta.update(metadata or {})
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a model file is not a secret
     os.replace(tmp, path)
 
 
@@ -100,17 +120,18 @@ def load_model(path: str | os.PathLike, name: str | None = None) -> ExactModel:
         raise ModelError(f"model file not found: {path}") from None
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
         raise ModelError(f"{path}: not a readable model file ({e})") from None
-    if meta.get("format") != FORMAT or meta.get("arch") != ARCH:
-        raise ModelError(f"{path}: not an arcompress {ARCH} model file")
+    arch = meta.get("arch")
+    if meta.get("format") != FORMAT or arch not in ARCHES:
+        raise ModelError(f"{path}: not an arcompress model file")
     if meta.get("scheme") != str(fp.SCHEME_VERSION):
         raise ModelError(f"{path}: exact scheme version {meta.get('scheme')} is not supported "
                          f"(this arcompress uses {fp.SCHEME_VERSION})")
     try:
-        cfg = PixelCNNConfig.from_dict(json.loads(meta["config"]))
-        missing = [k for k in exact_keys(cfg) if k not in tensors]
+        cfg = ARCHES[arch][0].from_dict(json.loads(meta["config"]))
+        missing = [k for k in exact_keys(cfg, arch) if k not in tensors]
         if missing:
             raise ValueError(f"missing tensors {missing[:3]}")
-        return ExactModel(name or meta.get("name") or path.stem, cfg, tensors, meta, str(path))
+        return ExactModel(name or meta.get("name") or path.stem, cfg, tensors, meta, str(path), arch)
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise ModelError(f"{path}: invalid model file ({e})") from None
 

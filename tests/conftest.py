@@ -59,3 +59,45 @@ WORST_CASES = {
     "noise": lambda h, w, c: np.random.default_rng(5).integers(0, 256, (h, w, c), dtype=np.uint8),
     "natural": lambda h, w, c: natural_image(h, w, c),
 }
+
+
+def make_audio_model(path, seed: int = 0, gain: float = 1.0) -> zoo.ExactModel:
+    """A small random-weight WaveNet written as a model file and loaded back."""
+    from arcompress.wavenet import WaveNet, WaveNetConfig
+
+    torch.manual_seed(seed)
+    model = WaveNet(WaveNetConfig(residual=8, skip=8, layers=4, cycle=3, mixtures=3, lpc=8))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(gain)
+    zoo.save_model(path, model, {"name": path.stem})
+    return zoo.load_model(path)
+
+
+@pytest.fixture(scope="session")
+def audio_models(tmp_path_factory):
+    """A tiny audio model, and a loud one (saturated activations, extreme mixture parameters)."""
+    d = tmp_path_factory.mktemp("audio_models")
+    return {"tiny": make_audio_model(d / "tiny-audio.safetensors"),
+            "loud": make_audio_model(d / "loud-audio.safetensors", seed=3, gain=40.0)}
+
+
+def tone(frames: int, channels: int = 1, bits: int = 16, seed: int = 0) -> np.ndarray:
+    """A synthetic recording: decaying tones per channel plus noise, native int32 (frames, C)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames)[:, None]
+    full = 2 ** (bits - 1)
+    x = np.sin(t * 0.03 * (1 + np.arange(channels))) * 0.4 * full * np.exp(-t / (3 * frames + 1))
+    x = x + rng.normal(0, full / 500 + 1, (frames, channels))
+    return np.clip(np.round(x), -full, full - 1).astype(np.int32)
+
+
+AUDIO_WORST_CASES = {
+    "silence": lambda n, c, b: np.zeros((n, c), np.int32),
+    "dc": lambda n, c, b: np.full((n, c), 2 ** (b - 3) + 5, np.int32),
+    "square": lambda n, c, b: np.where((np.arange(n)[:, None] // 7) % 2 == 0, 2 ** (b - 1) - 1,
+                                       -2 ** (b - 1)).repeat(c, 1).astype(np.int32),
+    "noise": lambda n, c, b: np.random.default_rng(9).integers(-2 ** (b - 1), 2 ** (b - 1), (n, c)).astype(np.int32),
+    "clipped": lambda n, c, b: np.clip(tone(n, c, b) * 4, -2 ** (b - 1), 2 ** (b - 1) - 1).astype(np.int32),
+    "tone": lambda n, c, b: tone(n, c, b),
+}

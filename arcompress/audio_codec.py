@@ -1,0 +1,329 @@
+"""Audio encode / decode: chunks -> exact WaveNet -> two-stage tables -> coder -> container.
+
+A recording is cut into chunks of ``chunk`` frames that are coded independently (each starts
+with no past), ``group`` chunks per payload segment; the decoder runs the chunks of a segment in
+lock-step, all channels together, and segments in parallel processes.  Segments are read and
+written one at a time, so memory does not grow with the length of the recording.
+
+A segment is the linear predictor of each of its streams (chunk-major, channel-minor; chosen by
+the encoder): one byte per stream, its taps' fractional bits, then ``order`` int16
+little-endian taps per stream; then the range-coded symbols.
+Symbol order (the decoder's): for each time step t, for each channel c, the high bytes of all
+chunks that have a sample at t, then their low bytes (when the samples have fewer than 8 wasted
+low bits), then, for 24-bit audio, the 8 bits below the model's 16.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import zlib
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import container, zoo
+from . import fixedpoint as fp
+from .audio_head import LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, chunk_lpc, exact_lpc, exact_lpc_step, residual
+from .audiofile import AudioInfo, to_model
+from .coder import DecodeError, Decoder, Encoder
+from .codec import _device, _ops_on, _single_thread
+from .head import PRECISION, exact_bits
+from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
+
+DEFAULT_CHUNK = 4096
+DEFAULT_GROUP = 32
+#: rows (time steps x channels x chunks) of head tables built at once
+HEAD_ROWS = 1 << 13
+
+
+@dataclass
+class AudioEncodeStats:
+    nll_bits: float = 0.0  # the exact model's ideal code length of all symbols
+    payload_bytes: int = 0
+
+
+def scan(blocks) -> tuple[int, int, int, bool]:
+    """One pass over native blocks: (CRC-32, frames, OR of all samples' bits, any low byte set)."""
+    crc, frames, bits_or, low = 0, 0, 0, False
+    for b in blocks:
+        crc = zlib.crc32(np.ascontiguousarray(b, dtype="<i4").tobytes(), crc)
+        frames += len(b)
+        bits_or |= int(np.bitwise_or.reduce(b, axis=None)) if b.size else 0
+        low = low or bool((b & 255).any())
+    return crc, frames, bits_or, low
+
+
+def wasted_bits(bits_or: int, bits: int) -> int:
+    """Trailing zero bits shared by every model sample (16 for digital silence)."""
+    model_or = bits_or << (16 - bits) if bits <= 16 else (bits_or >> (bits - 16))
+    model_or &= 0xFFFF
+    if model_or == 0:
+        return 16
+    return (model_or & -model_or).bit_length() - 1
+
+
+class _Layout:
+    """Streams of one segment: B chunks x C channels, stream index b * C + c."""
+
+    def __init__(self, frames: int, channels: int, chunk: int):
+        self.B = max(1, -(-frames // chunk))
+        self.C, self.N, self.frames = channels, min(chunk, max(frames, 1)), frames
+        pos = torch.arange(self.B * self.N).view(self.B, self.N)
+        self.inside = pos < frames  # (B, N)
+        self.has_ref = (torch.arange(self.B * channels) % channels) > 0
+
+    def lengths(self) -> torch.Tensor:
+        """Samples inside the recording per stream (S,)."""
+        return self.inside.sum(1).repeat_interleave(self.C)
+
+    def streams(self, m: np.ndarray) -> torch.Tensor:
+        """(frames, C) model samples -> (B*C, N) int64, zero-padded."""
+        x = torch.zeros(self.B * self.N, self.C, dtype=torch.int64)
+        x[:self.frames] = torch.from_numpy(m)
+        return x.view(self.B, self.N, self.C).permute(0, 2, 1).reshape(self.B * self.C, self.N)
+
+    def refs(self, streams: torch.Tensor) -> torch.Tensor:
+        """Each stream's reference channel (the previous channel of its chunk; zeros for c = 0)."""
+        ref = torch.roll(streams, 1, 0)
+        ref[~self.has_ref] = 0
+        return ref
+
+
+def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, wasted: int, low_bits: int,
+                   chunk: int, device: torch.device, stats: AudioEncodeStats) -> bytes:
+    """Code one segment: native samples (frames, C) -> payload bytes."""
+    ops = model.ops if device.type == "cpu" else _ops_on(model, device)
+    lay = _Layout(len(native), info.channels, chunk)
+    m = lay.streams(to_model(native, info.bits))
+    ref = lay.refs(m)
+    taps, shifts = chunk_lpc(m, lay.lengths(), model.config.lpc)  # (S, P), (S,)
+    lpc = exact_lpc(m, (taps, shifts))  # (S, N)
+    x = embed_fixed(m, residual(m, lpc), ref, lay.has_ref, info.rate, model.ops.tables["mulaw"])
+    params = forward(ops, x.to(device)).to(torch.int64).cpu()  # (S, 4K, N)
+    e_ref = torch.where(lay.has_ref.view(-1, 1), (ref << MEAN_BITS) - torch.roll(lpc, 1, 0), 0)
+    B, C, N = lay.B, lay.C, lay.N
+    # rows in decoding order: (t, c, b); a: (S, N) or (S, N, X)
+    order = lambda a: a.reshape(B, C, N, -1).permute(2, 1, 0, 3).reshape(N * C * B, -1)  # noqa: E731
+    p_rows, lpc_rows, e_rows = order(params.transpose(1, 2)), order(lpc)[:, 0], order(e_ref)[:, 0]
+    u_rows = order(m)[:, 0] + 32768
+    ins_rows = lay.inside.t().reshape(N, 1, B).expand(N, C, B).reshape(-1)
+    low_rows = order(lay.streams(native.astype(np.int64) & 255))[:, 0] if low_bits else None
+    step_bits = min(wasted, 8)
+    head = ExactAudioHead(ops.tables if device.type == "cpu" else model.ops.tables, model.config.mixtures)
+    enc = Encoder()
+    per = max(C * B, (HEAD_ROWS // (C * B)) * C * B)  # whole time steps per block
+    uniform = torch.full((1, 256), 1 << (PRECISION - 8), dtype=torch.int64)
+    for s in range(0, len(p_rows), per):
+        e = min(s + per, len(p_rows))
+        head.start(p_rows[s:e], lpc_rows[s:e], e_rows[s:e])
+        u = u_rows[s:e]
+        tables, syms = [head.high_freqs()], [u >> 8]
+        if step_bits < 8:
+            tables.append(head.low_freqs(u >> 8, step_bits))
+            syms.append((u & 255) >> step_bits)
+        if low_bits:
+            tables.append(uniform.expand(e - s, 256))
+            syms.append(low_rows[s:e])
+        # (t, c, stage, b) order
+        st = len(tables)
+        f = torch.stack(tables, 1)
+        f = f.view(-1, B, st, 256).transpose(1, 2).reshape(-1, 256)
+        sy = torch.stack(syms, 1).view(-1, B, st).transpose(1, 2).reshape(-1)
+        keep = ins_rows[s:e].view(-1, B, 1).expand(-1, B, st).transpose(1, 2).reshape(-1)
+        f, sy = f[keep], sy[keep]
+        stats.nll_bits += float(exact_bits(f, sy).sum())
+        enc.encode(sy, f)
+    prefix = shifts.numpy().astype(np.uint8).tobytes() + taps.numpy().astype("<i2").tobytes()
+    stats.nll_bits += 8 * len(prefix)
+    return prefix + enc.finish()
+
+
+def decode_segment(model: zoo.ExactModel, payload: bytes, frames: int, info: AudioInfo, wasted: int,
+                   low_bits: int, chunk: int) -> np.ndarray:
+    """Decode one segment of ``frames`` frames -> native samples (frames, C) int32."""
+    with _single_thread():
+        return _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk)
+
+
+def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk) -> np.ndarray:
+    ops = model.ops
+    lay = _Layout(frames, info.channels, chunk)
+    B, C, N = lay.B, lay.C, lay.N
+    P = model.config.lpc
+    S = B * C
+    if len(payload) < S * (1 + 2 * P):
+        raise container.FormatError("file is truncated (segment shorter than its predictors)")
+    shifts = torch.from_numpy(np.frombuffer(payload, np.uint8, S).astype(np.int64)).view(B, C)
+    if int(shifts.max()) > LPC_MAX_BITS:
+        raise container.FormatError("corrupt segment (predictor shift)")
+    taps = torch.from_numpy(np.frombuffer(payload, "<i2", S * P, S).astype(np.int64)).view(B, C, P)
+    taps = taps.flip(-1).to(torch.float64)
+    dec = Decoder(payload[S * (1 + 2 * P):])
+    cache = CachedDecoder(ops, B * C)
+    head = ExactAudioHead(ops.tables, model.config.mixtures)
+    mulaw = ops.tables["mulaw"]
+    hist = torch.zeros(B, C, P + N, dtype=torch.float64)  # model samples, P zeros of no past
+    eprev = torch.zeros(B, C, dtype=torch.int64)  # the predictor's last error per stream
+    low = torch.zeros(B, C, N, dtype=torch.int64)
+    step_bits = min(wasted, 8)
+    has_ref = lay.has_ref
+    zeros = torch.zeros(B, dtype=torch.int64)
+    for t in range(N):
+        prev = hist[:, :, P + t - 1].to(torch.int64).reshape(-1) if t else torch.zeros(B * C, dtype=torch.int64)
+        rprev = torch.roll(prev, 1, 0) * has_ref
+        params = cache.step(embed_step(prev, eprev.view(-1), rprev, has_ref, info.rate, t, mulaw)).to(torch.int64)
+        params = params.view(B, C, -1)
+        m = lay.inside[:, t]
+        lpc_prev, s_prev = None, None
+        for c in range(C):
+            lpc = exact_lpc_step(hist[:, c, t:t + P], taps[:, c], shifts[:, c])
+            e_ref = zeros if c == 0 else (s_prev << MEAN_BITS) - lpc_prev
+            head.start(params[:, c], lpc, e_ref)
+            hi = torch.zeros(B, dtype=torch.int64)
+            hi[m] = dec.decode(head.high_freqs()[m])
+            lo = torch.zeros(B, dtype=torch.int64)
+            if step_bits < 8:
+                lo[m] = dec.decode(head.low_freqs(hi, step_bits)[m]) << step_bits
+            if low_bits:
+                low[m, c, t] = dec.decode(torch.full((int(m.sum()), 256), 1 << (PRECISION - 8), dtype=torch.int64))
+            s = ((hi << 8) | (lo & 255)) - 32768
+            hist[:, c, P + t] = s.to(torch.float64)
+            eprev[:, c] = residual(s, lpc)
+            lpc_prev, s_prev = lpc, s
+    m_samples = hist[:, :, P:].to(torch.int64)  # (B, C, N)
+    native = (m_samples << 8) | low if info.bits == 24 else m_samples >> (16 - info.bits)
+    return native.permute(0, 2, 1).reshape(B * N, C)[:frames].numpy().astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- whole streams
+
+def encode_stream(model: zoo.ExactModel, info: AudioInfo, blocks, chunk: int = DEFAULT_CHUNK,
+                  group: int = DEFAULT_GROUP, device: str = "cpu", progress: bool | None = None):
+    """Encode a recording given ``blocks()``, a function returning a fresh iterator of native
+    (n, C) blocks (it is called twice: a first pass for the CRC and the wasted bits).
+
+    Yields the .arc bytes piece by piece (header, then each segment); the last value yielded is
+    the :class:`AudioEncodeStats`.
+    """
+    if not model.is_audio:
+        raise zoo.ModelError(f"model {model.name} is an image model; audio needs a WaveNet model")
+    dev = _device(device)
+    crc, frames, bits_or, any_low = scan(blocks())
+    if frames != info.frames:
+        raise ValueError(f"the file holds {frames} frames, its header says {info.frames}")
+    wasted = wasted_bits(bits_or, info.bits)
+    low_bits = 8 if info.bits == 24 and any_low else 0
+    header = container.AudioHeader(fp.SCHEME_VERSION, info.channels, info.rate, frames, info.bits, wasted,
+                                   low_bits, chunk, group, crc,
+                                   {"format": info.format, "subtype": info.subtype, "tags": info.tags},
+                                   model.name, model.digest)
+    yield container.pack_audio_header(header)
+    stats = AudioEncodeStats()
+    seg_frames = chunk * group
+    bar = tqdm(total=frames * info.channels, desc="encoding", unit="sample", unit_scale=True,
+               disable={True: False, False: True, None: None}[progress], leave=False)
+    for seg in _rechunk(blocks(), seg_frames):
+        data = encode_segment(model, seg, info, wasted, low_bits, chunk, dev, stats)
+        stats.payload_bytes += len(data)
+        yield container.pack_segment(data)
+        bar.update(seg.size)
+    bar.close()
+    yield stats
+
+
+def _rechunk(blocks, frames: int):
+    """Regroup native blocks into arrays of exactly ``frames`` frames (the last may be shorter)."""
+    buf, have = [], 0
+    for b in blocks:
+        while len(b):
+            take = min(len(b), frames - have)
+            buf.append(b[:take])
+            have += take
+            b = b[take:]
+            if have == frames:
+                yield np.concatenate(buf)
+                buf, have = [], 0
+    if have:
+        yield np.concatenate(buf)
+
+
+def decode_stream(reader, model_for, workers: int | None = None, progress: bool | None = None):
+    """Decode an audio .arc from a container reader.
+
+    Yields the :class:`AudioInfo` first, then native (n, C) blocks in order; raises DecodeError
+    at the end if the samples fail the CRC check (callers must write to a temporary file).
+    ``model_for(name, digest) -> ExactModel``.
+    """
+    h = container.read_audio_header(reader)
+    if h.scheme != fp.SCHEME_VERSION:
+        raise container.FormatError(f"exact scheme version {h.scheme} is not supported "
+                                    f"(this arcompress uses {fp.SCHEME_VERSION})")
+    meta = h.meta
+    fmt, subtype, tags = meta.get("format"), meta.get("subtype"), meta.get("tags", {})
+    if not isinstance(fmt, str) or not isinstance(subtype, str) or not isinstance(tags, dict):
+        raise container.FormatError("corrupt header (audio metadata)")
+    info = AudioInfo(h.rate, h.channels, h.frames, h.bits, fmt, subtype, tags)
+    model = model_for(h.model_name, h.model_digest)
+    if not model.is_audio:
+        raise container.FormatError("corrupt header (the model is not an audio model)")
+    yield info
+    seg_frames = h.chunk * h.group
+    n_seg = h.segment_count()
+    bar = tqdm(total=h.frames * h.channels, desc="decoding", unit="sample", unit_scale=True,
+               disable={True: False, False: True, None: None}[progress], leave=False)
+    crc = 0
+
+    def jobs():
+        for k in range(n_seg):
+            n = min(seg_frames, h.frames - k * seg_frames)
+            yield (model, container.read_segment(reader), n, info, h.wasted, h.low_bits, h.chunk)
+
+    if workers is None:
+        workers = min(n_seg, os.cpu_count() or 1) if h.frames * h.channels >= 1 << 16 else 1
+    for block in _run_ordered(jobs(), workers):
+        crc = zlib.crc32(np.ascontiguousarray(block, dtype="<i4").tobytes(), crc)
+        bar.update(block.size)
+        yield block
+    bar.close()
+    if reader.pos != reader.size:
+        raise container.FormatError("file has trailing bytes after the last segment")
+    if crc != h.crc32:
+        raise DecodeError("decoded samples fail the CRC check: the file is corrupt "
+                          "(or was written with a model whose weights differ)")
+
+
+_MODEL: list = []
+
+
+def _segment_job(args):
+    return decode_segment(_MODEL[0], *args)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _run_ordered(jobs, workers: int):
+    """Results of decode_segment over ``jobs`` in order, at most 2 * workers in flight."""
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for job in jobs:
+            yield decode_segment(*job)
+        return
+    first = next(jobs, None)
+    if first is None:
+        return
+    _MODEL[:] = [first[0]]  # inherited by the forked workers, never pickled
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending = deque()
+        for job in _chain(first, jobs):
+            pending.append(pool.submit(_segment_job, job[1:]))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

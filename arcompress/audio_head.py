@@ -1,0 +1,269 @@
+"""Audio head: a per-chunk linear predictor plus a discretized logistic mixture over 65 536 values.
+
+Per stream and time step the network gives ``4K`` parameters (K components):
+``logits[K], means[K], log_scales[K], couplings[K]``.  Component ``k``'s mean, in int16
+sample units, is::
+
+    mean_k = lpc[t] + MEAN_GAIN * means_k + tanh(couplings_k) * e_ref[t]
+
+with ``lpc[t] = sum_{j=1..P} a_j s[t-j]`` a linear predictor on the exact past samples (the
+network's fixed-point features are too coarse to carry a 16-bit prediction).  As in FLAC, the
+encoder fits the taps ``a`` to each chunk (least squares, :func:`chunk_lpc`) and stores them
+in the file as 16-bit integers; the network then shapes the distribution around that
+prediction: where it is, how wide, how heavy-tailed.  ``e_ref[t] = r[t] - lpc_r[t]`` is the
+reference channel's prediction error at the same time step (zero for the first channel):
+stereo channels are coupled as PixelCNN++ couples R, G and B.  Scales are
+``exp(log_scales_k)`` samples.
+
+**Exact coding without a 65 536-entry table**: a sample ``v`` is coded as its high byte
+``(v + 32768) >> 8`` (a 256-entry table) and then its low byte given the high byte (a table
+over the 256 values of that bin, from the same integer CDF): two small tables per sample whose
+product is exactly the model's integer pmf up to the rounding of each table to 2**24, so the
+cost against the ideal is two table quantizations (measured in benchmarks/audio.py).
+The CDF is an integer table of the logistic at 2**-7 steps, linearly interpolated in integers
+(2**30 scale), so that bins far narrower than the scale keep their mass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import fixedpoint as fp
+from .head import freqs_from_masses, prior_weights
+
+#: a network mean of 1.0 (real units) moves the component mean by MEAN_GAIN samples
+MEAN_GAIN = 64
+#: log-scale clamp, real units (natural log of samples)
+LS_MIN, LS_MAX = -2.0, 11.0
+#: fractional bits of means and edges in the exact head
+MEAN_BITS = 8
+#: fractional bits of the inverse-scale table and of t = (edge - mean) / scale; every product
+#: |edge - mean| * inv < 2**25 * 2**27 stays below 2**53, so the CDF is computed in float64
+#: on integer values, exactly (fast SIMD arithmetic, same bits on every machine)
+INV_BITS, T_BITS = 24, 20
+#: the CDF table: logistic at steps of 2**-CDF_STEP_BITS over [-CDF_RANGE, CDF_RANGE], 2**CDF_ONE_BITS scale
+CDF_STEP_BITS, CDF_RANGE, CDF_ONE_BITS = 7, 32, 30
+MEAN_LIMIT = 40000 << MEAN_BITS
+
+
+def num_params(mixtures: int) -> int:
+    return 4 * mixtures
+
+
+def build_tables() -> dict[str, torch.Tensor]:
+    """Integer tables of the audio head (stored in the model file, never rebuilt at decode time)."""
+    one = fp.ONE
+    ls = np.arange(int(LS_MIN * one), int(LS_MAX * one) + 1, dtype=np.float64) / one
+    inv = np.floor(np.exp(-ls) * (1 << INV_BITS) + 0.5)
+    u = np.arange(-CDF_RANGE << CDF_STEP_BITS, (CDF_RANGE << CDF_STEP_BITS) + 1) / (1 << CDF_STEP_BITS)
+    cdf = np.floor((1 << CDF_ONE_BITS) / (1.0 + np.exp(-u)) + 0.5)
+    return {"audio_inv_scale": torch.from_numpy(inv.astype(np.int64)),
+            "audio_cdf": torch.from_numpy(cdf.astype(np.int64))}
+
+
+AUDIO_TABLE_SIZES = {"audio_inv_scale": int((LS_MAX - LS_MIN) * fp.ONE) + 1,
+                     "audio_cdf": (2 * CDF_RANGE << CDF_STEP_BITS) + 1}
+
+
+def validate_tables(tables: dict[str, torch.Tensor]) -> None:
+    for name, size in AUDIO_TABLE_SIZES.items():
+        t = tables.get(name)
+        if t is None or t.shape != (size,):
+            raise ValueError(f"model file: lookup table {name!r} is missing or has the wrong shape")
+    cdf = tables["audio_cdf"]
+    if bool((cdf[1:] < cdf[:-1]).any()) or int(cdf[0]) != 0 or int(cdf[-1]) != 1 << CDF_ONE_BITS:
+        raise ValueError("model file: the audio CDF table is not monotone from 0 to 2**30")
+    inv = tables["audio_inv_scale"]
+    if int(inv.min()) < 1 or int(inv.max()) >= 1 << 27:
+        raise ValueError("model file: the audio inverse-scale table is out of range")
+
+
+def split_params(p: torch.Tensor, k: int):
+    """(..., 4K) -> logits, means, log_scales, couplings, each (..., K)."""
+    return p[..., :k], p[..., k:2 * k], p[..., 2 * k:3 * k], p[..., 3 * k:4 * k]
+
+
+# ----------------------------------------------------------------------------- float (training)
+
+#: most fractional bits of the stored linear-predictor taps (each stream's taps are int16 with
+#: their own shift, the largest <= LPC_MAX_BITS that fits, as FLAC stores its coefficients)
+LPC_MAX_BITS = 15
+
+
+def chunk_lpc(samples: torch.Tensor, lengths: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares predictor per stream, quantized: (N, T) samples -> taps (N, order) int64
+    and shifts (N,) int64 (the taps' fractional bits).
+
+    The encoder's choice (float arithmetic is fine here: the taps are stored in the file).
+    Only the first ``lengths[n]`` samples of stream n are used; a tiny ridge keeps silence and
+    very short streams well-posed.
+    """
+    n, t = samples.shape
+    x = samples.to(torch.float64)
+    win = F.pad(x, (order, 0)).unfold(1, order, 1)[:, :t].flip(-1)  # (N, T, P): s[t-1], ..., s[t-P]
+    valid = (torch.arange(t).view(1, t) < lengths.view(-1, 1)).to(torch.float64)
+    win = win * valid.unsqueeze(-1)
+    xtx = win.transpose(1, 2) @ win  # (N, P, P)
+    xty = (win * (x * valid).unsqueeze(-1)).sum(1)  # (N, P)
+    ridge = 1e-9 * xtx.diagonal(dim1=1, dim2=2).mean(-1) + 1e-3
+    a = torch.linalg.solve(xtx + ridge.view(-1, 1, 1) * torch.eye(order, dtype=torch.float64), xty)
+    a = torch.nan_to_num(a, 0.0, 0.0, 0.0).clamp(-1e4, 1e4)
+    big = a.abs().amax(-1).clamp_min(1e-9)
+    shift = torch.floor(torch.log2(32767 / big)).clamp(0, LPC_MAX_BITS)
+    shift = shift - (torch.round(big * torch.exp2(shift)) > 32767).to(torch.float64)
+    shift = shift.clamp_min(0)
+    taps = torch.round(a * torch.exp2(shift).unsqueeze(-1)).clamp(-32767, 32767)
+    return taps.to(torch.int64), shift.to(torch.int64)
+
+
+def _windows(samples: torch.Tensor, order: int) -> torch.Tensor:
+    """(N, T) -> (N, T, P) past samples s[t-P .. t-1] (zero before the stream starts), float64."""
+    t = samples.shape[1]
+    return F.pad(samples.to(torch.float64), (order, 0)).unfold(1, order, 1)[:, :t]
+
+
+def float_lpc(samples: torch.Tensor, lpc: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Float linear prediction (N, T) in samples from (taps (N, P), shifts (N,)) of chunk_lpc."""
+    taps, shift = lpc
+    w = _windows(samples, taps.shape[1])
+    return ((w * taps.flip(-1).to(torch.float64).unsqueeze(1)).sum(-1) * torch.exp2(-shift.double()).unsqueeze(-1)).float()
+
+
+def nll_bits(params: torch.Tensor, samples: torch.Tensor, taps: torch.Tensor,
+             ref: torch.Tensor | None = None, ref_taps: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Float NLL in bits per sample (scalar mean over ``mask``), for training.
+
+    params (N, 4K, T), samples / ref (N, T) int16 values, taps / ref_taps the predictors
+    (taps, shifts) of :func:`chunk_lpc`, mask (N, T) or None.
+    """
+    k = params.shape[1] // 4
+    logits, means, log_s, coup = split_params(params.permute(0, 2, 1), k)  # (N, T, K)
+    s = samples.float()
+    mean = float_lpc(samples, taps).unsqueeze(-1) + MEAN_GAIN * means
+    if ref is not None:  # all-zero for streams without a reference channel: e_ref = 0
+        e_ref = ref.float() - float_lpc(ref, ref_taps)
+        mean = mean + torch.tanh(coup) * e_ref.unsqueeze(-1)
+    log_s = log_s.clamp(LS_MIN, LS_MAX)
+    inv = torch.exp(-log_s)
+    c = s.unsqueeze(-1) - mean
+    plus, minus = inv * (c + 0.5), inv * (c - 0.5)
+    lo = s.unsqueeze(-1) <= -32768
+    hi = s.unsqueeze(-1) >= 32767
+    log_cdf_plus = plus - F.softplus(plus)
+    log_sf_minus = -F.softplus(minus)
+    # log(sigmoid(plus) - sigmoid(minus)) = minus + log(expm1(plus - minus)) - softplus(plus)
+    # - softplus(minus); plus - minus = inv <= exp(-LS_MIN), so expm1 cannot overflow
+    inner = minus + torch.log(torch.expm1(inv)) - F.softplus(plus) - F.softplus(minus)
+    lp = torch.where(lo, log_cdf_plus, torch.where(hi, log_sf_minus, inner))
+    lp = torch.logsumexp(F.log_softmax(logits, -1) + lp, -1)
+    if mask is None:
+        return -lp.mean() / math.log(2)
+    m = mask.float()
+    return -(lp * m).sum() / (m.sum().clamp_min(1) * math.log(2))
+
+
+# ----------------------------------------------------------------------------- exact (coding)
+
+def exact_lpc(samples: torch.Tensor, lpc: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Integer linear prediction with MEAN_BITS fractional bits, (N, T) int64, zero past.
+
+    ``lpc``: (taps (N, P) int64 with |tap| < 2**15, shifts (N,)), so every sum is below
+    2**36 (P <= 64): exact in float64 in any order.
+    """
+    taps, shift = lpc
+    acc = (_windows(samples, taps.shape[1]) * taps.flip(-1).to(torch.float64).unsqueeze(1)).sum(-1)
+    return fp.rescale(acc, (shift - MEAN_BITS).double().unsqueeze(-1)).to(torch.int64)
+
+
+def exact_lpc_step(history: torch.Tensor, taps_flipped: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """The same for one time step: history (N, P) = s[t-P..t-1] (float64), taps flipped (N, P)
+    (float64), shifts (N,)."""
+    return fp.rescale((history * taps_flipped).sum(-1), (shift - MEAN_BITS).double()).to(torch.int64)
+
+
+def residual(samples: torch.Tensor, lpc: torch.Tensor) -> torch.Tensor:
+    """Prediction error in whole samples (the network's input feature): s - floor(lpc)."""
+    return samples.to(torch.int64) - (lpc >> MEAN_BITS)
+
+
+class ExactAudioHead:
+    """Integer tables for one time step of N streams: high byte, then low byte given high byte.
+
+    ``start(params, lpc, e_ref)``: params (N, 4K) fixed point, lpc (N,) and e_ref (N,) with
+    MEAN_BITS fractional bits.  Then ``high_freqs()`` -> (N, 256) and
+    ``low_freqs(high, step_bits)`` -> (N, 256 >> step_bits).
+    """
+
+    def __init__(self, tables: dict[str, torch.Tensor], mixtures: int):
+        self.tables, self.K = tables, mixtures
+        self.cdf_f = tables["audio_cdf"].to(torch.float64)
+        self.inv_lo = int(LS_MIN * fp.ONE)
+        self.inv_hi = int(LS_MAX * fp.ONE)
+
+    def start(self, params: torch.Tensor, lpc: torch.Tensor, e_ref: torch.Tensor) -> None:
+        p = params.to(torch.int64)
+        logits, means, log_s, coup = split_params(p, self.K)
+        self.weights = prior_weights(logits, self.tables)  # (N, K), 2**16 scale
+        lo = -fp.TANH_RANGE * fp.ONE
+        alpha = self.tables["tanh"][coup.clamp(lo, -lo) - lo]  # (N, K) 10 fractional bits
+        mean = lpc.unsqueeze(-1) + means * (MEAN_GAIN << MEAN_BITS >> fp.ACT_BITS) \
+            + ((alpha * e_ref.unsqueeze(-1)) >> fp.ACT_BITS)
+        self.mean = mean.clamp(-MEAN_LIMIT, MEAN_LIMIT)
+        self.mean_f = self.mean.to(torch.float64)
+        ls = log_s.clamp(self.inv_lo, self.inv_hi)
+        self.inv_f = self.tables["audio_inv_scale"][ls - self.inv_lo].to(torch.float64)  # 2**INV_BITS scale
+        self.weights_f = self.weights.to(torch.float64)
+
+    def _cdf(self, edges: torch.Tensor) -> torch.Tensor:
+        """Component CDFs (N, K, E) at edges (N, 1, E) given with MEAN_BITS fractional bits.
+
+        Integer arithmetic carried in float64: every intermediate is an integer below 2**53.
+        """
+        t = (edges.to(torch.float64) - self.mean_f.unsqueeze(-1)).mul_(self.inv_f.unsqueeze(-1))
+        t.mul_(2.0 ** -(MEAN_BITS + INV_BITS - T_BITS)).floor_()  # t with T_BITS fractional bits
+        lim = float(CDF_RANGE << T_BITS)
+        u = t.clamp_(-lim, lim - 1).add_(lim)
+        step = 2.0 ** (T_BITS - CDF_STEP_BITS)
+        idx = torch.floor(u * (1.0 / step))
+        frac = u.sub_(idx * step)
+        i = idx.long()
+        lo_v = self.cdf_f[i]
+        return frac.mul_(self.cdf_f[i + 1] - lo_v).mul_(1.0 / step).floor_().add_(lo_v)
+
+    def _freqs(self, cdf: torch.Tensor) -> torch.Tensor:
+        """Tables (N, 256) from component CDFs (N, K, E+1) at E <= 256 bins' edges; entries past
+        the E-th are impossible symbols (mass 0, frequency 1)."""
+        mass = (cdf[..., 1:] - cdf[..., :-1]).clamp_min_(0)  # (N, K, E), below 2**30
+        # each weight is at most 2**16 (K <= 16 of them) and each component's masses sum to 2**30:
+        # the sum is exact in float64, and >> 13 keeps the total below 2**38, so that
+        # freqs_from_masses never has to halve it
+        mass = torch.floor((self.weights_f.unsqueeze(-1) * mass).sum(1) * 2.0 ** -13).to(torch.int64)
+        return freqs_from_masses(torch.nn.functional.pad(mass, (0, 256 - mass.shape[-1])))
+
+    def high_freqs(self) -> torch.Tensor:
+        n = self.mean.shape[0]
+        edges = _HIGH_EDGES.to(self.mean.device).view(1, 1, -1)
+        cdf = self._cdf(edges.expand(n, 1, -1))
+        zero = torch.zeros(n, self.K, 1, dtype=torch.float64, device=cdf.device)
+        return self._freqs(torch.cat([zero, cdf, zero + (1 << CDF_ONE_BITS)], -1))
+
+    def low_freqs(self, high: torch.Tensor, step_bits: int = 0) -> torch.Tensor:
+        """Tables (N, 256) over the 256 >> step_bits values of the high-byte bin ``high`` (N,):
+        symbol ``l`` stands for the sample ``base + l * 2**step_bits``."""
+        q = 1 << step_bits
+        m = torch.arange(0, 257, q, device=high.device, dtype=torch.int64)  # 256/q + 1 edges
+        base = (high.to(torch.int64) << 8) - 32768
+        edges = (((base.unsqueeze(-1) + m) << MEAN_BITS) - (1 << (MEAN_BITS - 1))).unsqueeze(1)
+        cdf = self._cdf(edges)
+        one = float(1 << CDF_ONE_BITS)
+        cdf[:, :, 0] = torch.where(high.view(-1, 1) == 0, 0.0, cdf[:, :, 0])
+        cdf[:, :, -1] = torch.where(high.view(-1, 1) == 255, one, cdf[:, :, -1])
+        return self._freqs(cdf)
+
+
+_HIGH_EDGES = ((torch.arange(1, 256, dtype=torch.int64) * 256 - 32768) << MEAN_BITS) - (1 << (MEAN_BITS - 1))

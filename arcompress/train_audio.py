@@ -1,0 +1,201 @@
+"""``arcompress train`` on audio: fit a WaveNet to a folder of recordings, then convert it.
+
+Training examples are random excerpts ("crops") of ``crop`` samples of one channel, each
+starting with no past, exactly like a coded chunk; for a multi-channel file the excerpt of
+channel c > 0 comes with channel c-1 as its reference, and each excerpt gets the linear
+predictor the encoder would choose for it (audio_head.chunk_lpc).  Whole files are held out for
+validation (the last ones by path, or ``val_dir``).  Adam, with a checkpoint every
+``checkpoint_every`` steps that a rerun resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .audio_head import chunk_lpc, exact_lpc, nll_bits, residual
+from .audiofile import AUDIO_SUFFIXES, read_audio
+from .train import _restore, _state_tensors
+from .wavenet import WaveNet, WaveNetConfig, embed_float, rate_feature
+
+
+@dataclass
+class AudioTrainOptions:
+    steps: int = 2000
+    batch: int = 8
+    crop: int = 4096
+    lr: float = 1e-3
+    lr_decay: float = 0.998  # learning rate = lr * lr_decay ** (step / 10)
+    val_files: int = 0  # 0: about 10 % of the files, at least 1
+    val_crops: int = 64
+    checkpoint_every: int = 200
+    seed: int = 0
+    threads: int = 0
+
+
+@dataclass
+class Track:
+    """One training recording: samples (channels, frames) int16 and its rate."""
+
+    samples: np.ndarray
+    rate: int
+    name: str
+
+
+def list_audio(folder: str | os.PathLike) -> list[Path]:
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {folder}")
+    return files
+
+
+def load_tracks(files: list[Path], min_frames: int = 64) -> list[Track]:
+    """Read recordings as int16 (24-bit files: their top 16 bits, as the codec models them)."""
+    out = []
+    for f in files:
+        a = read_audio(f)
+        s = a.model_samples().T.copy()  # (channels, frames)
+        if s.shape[1] >= min_frames:
+            out.append(Track(s, a.rate, str(f)))
+    return out
+
+
+def random_crops(tracks: list[Track], n: int, size: int, rng: np.random.Generator):
+    """n excerpts: samples (n, size) int16, ref (n, size) int16, has_ref (n,), rate feature (n,).
+
+    Files are drawn in proportion to their length (frames x channels); excerpts shorter than
+    ``size`` are zero-padded and masked.
+    """
+    w = np.array([t.samples.size for t in tracks], np.float64)
+    idx = rng.choice(len(tracks), size=n, p=w / w.sum())
+    x = np.zeros((n, size), np.int16)
+    r = np.zeros((n, size), np.int16)
+    mask = np.zeros((n, size), bool)
+    has_ref = np.zeros(n, bool)
+    rate = np.zeros(n, np.int64)
+    for k, i in enumerate(idx):
+        t = tracks[i]
+        ch, frames = t.samples.shape
+        c = int(rng.integers(0, ch))
+        start = int(rng.integers(0, max(1, frames - size + 1)))
+        seg = t.samples[c, start:start + size]
+        x[k, :len(seg)] = seg
+        mask[k, :len(seg)] = True
+        if c > 0:
+            r[k, :len(seg)] = t.samples[c - 1, start:start + size]
+            has_ref[k] = True
+        rate[k] = rate_feature(t.rate)
+    return (torch.from_numpy(x), torch.from_numpy(r), torch.from_numpy(has_ref),
+            torch.from_numpy(rate), torch.from_numpy(mask))
+
+
+def batch_nll(model: WaveNet, crops) -> torch.Tensor:
+    """Float NLL (bits per sample) of a batch from :func:`random_crops`."""
+    x, r, has_ref, rate, mask = crops
+    lengths = mask.sum(1)
+    lpc, ref_lpc = chunk_lpc(x, lengths, model.cfg.lpc), chunk_lpc(r, lengths, model.cfg.lpc)
+    resid = residual(x, exact_lpc(x, lpc))
+    return nll_bits(model(embed_float(x, resid, r, has_ref, rate)), x, lpc, r, ref_lpc, mask)
+
+
+def evaluate(model: WaveNet, crops, batch: int = 16) -> float:
+    model.eval()
+    n = crops[0].shape[0]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            part = tuple(c[i:i + batch] for c in crops)
+            m = int(part[4].sum())
+            total += float(batch_nll(model, part)) * m
+            count += m
+    model.train()
+    return total / max(count, 1)
+
+
+def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrainOptions,
+                checkpoint: str | None = None, val_dir: str | None = None, description: str = "",
+                log=print) -> dict:
+    """Train (or resume) a WaveNet and write the exact model file to ``output``."""
+    from .zoo import save_model
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    files = list_audio(audio_dir)
+    if val_dir:
+        train_files, val_files = files, list_audio(val_dir)
+    else:
+        if len(files) < 2:
+            raise ValueError("need at least 2 audio files: some to train on, one held out for validation")
+        n_val = min(opts.val_files or max(1, len(files) // 10), len(files) - 1)
+        train_files, val_files = files[:-n_val], files[-n_val:]
+    tracks, val_tracks = load_tracks(train_files), load_tracks(val_files)
+    if not tracks or not val_tracks:
+        raise ValueError("the training and validation files must hold at least 64 samples each")
+    val_crops = random_crops(val_tracks, opts.val_crops, opts.crop, np.random.default_rng(12345))
+
+    torch.manual_seed(opts.seed)
+    model = WaveNet(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
+    step, history = 0, []
+    ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
+    if ckpt.exists():
+        tensors = load_file(str(ckpt))
+        with open(ckpt, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n))["__metadata__"]
+        if json.loads(meta["config"]) != cfg.to_dict():
+            raise ValueError(f"checkpoint {ckpt} was made with another model config; delete it or match it")
+        _restore(model, opt, tensors)
+        step, history = int(meta["step"]), json.loads(meta["history"])
+        log(f"resumed from {ckpt} at step {step}")
+    rng = np.random.default_rng(opts.seed + step)
+
+    def save_checkpoint():
+        meta = {"config": json.dumps(cfg.to_dict()), "step": str(step), "history": json.dumps(history)}
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        save_file(_state_tensors(model, opt), str(tmp), metadata=meta)
+        os.replace(tmp, ckpt)
+
+    model.train()
+    t0 = time.time()
+    bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=None)
+    ema = None
+    while step < opts.steps:
+        opt.param_groups[0]["lr"] = opts.lr * opts.lr_decay ** (step / 10)
+        loss = batch_nll(model, random_crops(tracks, opts.batch, opts.crop, rng))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix(bps=f"{ema:.3f}")
+        if step % opts.checkpoint_every == 0 or step == opts.steps:
+            val = evaluate(model, val_crops)
+            history.append({"step": step, "train_bits": round(ema, 4), "val_bits": round(val, 4),
+                            "seconds": round(time.time() - t0, 1)})
+            bar.write(f"step {step}: train {ema:.4f} val {val:.4f} bits/sample")
+            save_checkpoint()
+    bar.close()
+    val = evaluate(model, val_crops)
+    meta = {
+        "name": Path(output).stem,
+        "trained_on": description or f"{len(train_files)} audio files from {audio_dir}",
+        "validation": f"{len(val_files)} held-out whole files",
+        "val_bits_per_sample_float": f"{val:.4f}",
+        "steps": str(step),
+        "train_options": json.dumps(opts.__dict__),
+        "history": json.dumps(history),
+    }
+    save_model(output, model, meta)
+    return {"val_bits": val, "steps": step, "history": history}

@@ -1,0 +1,234 @@
+"""Audio: the exact WaveNet (batched == cached), the two-stage head, and bit-exact round trips."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from arcompress import audio_codec, container
+from arcompress.audio_head import ExactAudioHead, chunk_lpc, exact_lpc, exact_lpc_step, residual
+from arcompress.audiofile import AudioInfo
+from arcompress.cli import main
+from arcompress.coder import DecodeError
+from arcompress.head import PRECISION
+from arcompress.wavenet import CachedDecoder, embed_fixed, embed_step, forward
+
+from conftest import AUDIO_WORST_CASES, tone
+
+SUBTYPE = {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24"}
+
+
+def roundtrip(model, native, bits=16, rate=16000, chunk=128, group=2, workers=1):
+    """Encode native samples with ``model`` and decode them; returns (decoded, bytes, stats)."""
+    info = AudioInfo(rate, native.shape[1], native.shape[0], bits, "WAV", SUBTYPE[bits])
+    blocks = lambda: iter([native[i:i + 300] for i in range(0, len(native), 300)])  # noqa: E731
+    parts = list(audio_codec.encode_stream(model, info, blocks, chunk=chunk, group=group))
+    stats = parts.pop()
+    data = b"".join(parts)
+    gen = audio_codec.decode_stream(container.audio_reader(data), lambda n, d: model, workers=workers)
+    next(gen)
+    out = list(gen)
+    back = np.concatenate(out) if out else np.zeros((0, native.shape[1]), np.int32)
+    return back, data, stats
+
+
+@pytest.mark.parametrize("which", ["tiny", "loud"])
+def test_cached_network_equals_batched(audio_models, which):
+    """Step-by-step (queues) and whole-stream passes give identical parameters and predictions."""
+    model = audio_models[which]
+    ops = model.ops
+    x = torch.from_numpy(np.concatenate([tone(60, 2, seed=1).T, AUDIO_WORST_CASES["square"](60, 2, 16).T]))
+    has_ref = torch.tensor([False, True, False, True])
+    ref = torch.roll(x, 1, 0) * has_ref.view(-1, 1)
+    taps, shifts = chunk_lpc(x, torch.full((4,), 60), model.config.lpc)
+    lpc = exact_lpc(x, (taps, shifts))
+    emb = embed_fixed(x, residual(x, lpc), ref, has_ref, 44100, ops.tables["mulaw"])
+    params = forward(ops, emb)
+    cache = CachedDecoder(ops, 4)
+    flipped = taps.flip(-1).double()
+    p = taps.shape[1]
+    hist = torch.cat([torch.zeros(4, p, dtype=torch.float64), x.double()], 1)
+    eprev = torch.zeros(4, dtype=torch.int64)
+    for t in range(x.shape[1]):
+        prev = x[:, t - 1] if t else torch.zeros(4, dtype=torch.int64)
+        col = embed_step(prev, eprev, torch.roll(prev, 1, 0) * has_ref, has_ref, 44100, t, ops.tables["mulaw"])
+        assert torch.equal(col, emb[:, :, t])
+        assert torch.equal(cache.step(col), params[:, :, t]), f"step {t}"
+        step_lpc = exact_lpc_step(hist[:, t:t + p], flipped, shifts)
+        assert torch.equal(step_lpc, lpc[:, t])
+        eprev = residual(x[:, t], step_lpc)
+
+
+def test_head_tables_are_valid_and_exact(audio_models):
+    """Every table sums to 2**24 with entries >= 1; the low-byte tables cover their bin only."""
+    model = audio_models["loud"]
+    params = torch.randint(-40000, 40000, (64, 12), generator=torch.Generator().manual_seed(0))
+    head = ExactAudioHead(model.ops.tables, 3)
+    head.start(params, torch.randint(-(40000 << 8), 40000 << 8, (64,)), torch.randint(-(1 << 20), 1 << 20, (64,)))
+    hi = head.high_freqs()
+    assert hi.shape == (64, 256) and bool((hi >= 1).all())
+    assert bool((hi.sum(1) == 1 << PRECISION).all())
+    for step_bits in (0, 3, 7):
+        lo = head.low_freqs(torch.arange(64) * 4, step_bits)
+        assert bool((lo.sum(1) == 1 << PRECISION).all()) and bool((lo >= 1).all())
+        assert bool((lo[:, 256 >> step_bits:] == 1).all())  # values not on the 2**step grid
+
+
+@pytest.mark.parametrize("name", sorted(AUDIO_WORST_CASES))
+@pytest.mark.parametrize("bits,channels", [(16, 1), (16, 2), (8, 1), (24, 3)])
+def test_worst_case_roundtrips(audio_models, name, bits, channels):
+    native = AUDIO_WORST_CASES[name](300, channels, bits)
+    for which in ("tiny", "loud"):
+        back, _, _ = roundtrip(audio_models[which], native, bits)
+        assert np.array_equal(back, native), which
+
+
+@pytest.mark.parametrize("frames,channels", [(0, 1), (1, 1), (1, 5), (2, 3), (257, 1)])
+def test_tiny_files(audio_models, frames, channels):
+    native = tone(frames, channels)
+    back, data, _ = roundtrip(audio_models["tiny"], native)
+    assert back.shape == native.shape and np.array_equal(back, native)
+
+
+def test_wasted_bits_and_24_bit_low_byte(audio_models):
+    """Samples on a 2**k grid cost fewer bits; 24-bit files with a zero low byte skip it."""
+    model = audio_models["tiny"]
+    x = tone(600, 1)
+    full, _, _ = roundtrip(model, x)
+    grid = (x >> 4) << 4
+    back, data_grid, st_grid = roundtrip(model, grid)
+    assert np.array_equal(back, grid)
+    _, data_full, st_full = roundtrip(model, x)
+    assert st_grid.nll_bits < st_full.nll_bits - 600 * 3
+    x24 = x << 8
+    back, data24, _ = roundtrip(model, x24, bits=24)
+    assert np.array_equal(back, x24) and abs(len(data24) - len(data_full)) < 16
+    assert container.read_audio_header(container.audio_reader(data24)).low_bits == 0
+
+
+def test_batch_composition_and_workers(audio_models):
+    """Different chunk groupings decode exactly; 1 and 2 decoding processes give the same samples."""
+    model = audio_models["tiny"]
+    x = tone(600, 2, seed=4)
+    sizes = set()
+    for chunk, group in [(64, 1), (64, 3), (128, 2), (300, 1)]:
+        back, data, _ = roundtrip(model, x, chunk=chunk, group=group)
+        assert np.array_equal(back, x), (chunk, group)
+        sizes.add(len(data))
+        back2, _, _ = roundtrip(model, x, chunk=chunk, group=group, workers=2)
+        assert np.array_equal(back2, x)
+    assert len(sizes) > 1  # chunking changes what is coded, not whether it decodes
+
+
+def test_encoder_is_thread_independent(audio_models):
+    model = audio_models["loud"]
+    x = AUDIO_WORST_CASES["noise"](1500, 2, 16)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, one, _ = roundtrip(model, x)
+        torch.set_num_threads(2)
+        _, two, _ = roundtrip(model, x)
+    finally:
+        torch.set_num_threads(n)
+    assert one == two
+
+
+def test_written_bits_match_model(audio_models):
+    x = tone(4000, 1, seed=2)
+    _, data, stats = roundtrip(audio_models["tiny"], x, chunk=1024, group=4)
+    # the range coder adds at most a few words per segment to the ideal length
+    assert 0 <= stats.payload_bytes * 8 - stats.nll_bits < 0.002 * stats.nll_bits + 64
+
+
+def test_corrupt_and_truncated_files_fail_cleanly(audio_models):
+    model = audio_models["tiny"]
+    x = tone(200, 2, seed=6)
+    _, data, _ = roundtrip(model, x, chunk=64, group=2)
+    rng = np.random.default_rng(0)
+    cases = [data[:n] for n in range(0, len(data), max(1, len(data) // 25))]
+    for _ in range(30):
+        b = bytearray(data)
+        i = int(rng.integers(0, len(b)))
+        b[i] ^= 1 << int(rng.integers(0, 8))
+        cases.append(bytes(b))
+    for bad in cases:
+        try:
+            gen = audio_codec.decode_stream(container.audio_reader(bad), lambda n, d: model, workers=1)
+            next(gen)
+            out = list(gen)
+        except (container.FormatError, DecodeError):
+            continue
+        assert np.array_equal(np.concatenate(out), x)  # a flip that changes nothing decoded
+
+
+# ----------------------------------------------------------------------------- files and CLI
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("ext,subtype,channels", [(".wav", "PCM_16", 2), (".flac", "PCM_24", 1),
+                                                  (".aiff", "PCM_16", 3), (".wav", "PCM_U8", 1),
+                                                  (".flac", "PCM_S8", 2)])
+def test_cli_roundtrip(tmp_path, audio_models, ext, subtype, channels):
+    bits = {"PCM_16": 16, "PCM_24": 24, "PCM_U8": 8, "PCM_S8": 8}[subtype]
+    native = tone(400, channels, bits, seed=channels)
+    src = tmp_path / f"take{ext}"
+    with sf.SoundFile(src, "w", 22050, channels, subtype) as f:
+        f.title = "a take"
+        f.write(native << (32 - bits))
+    model = audio_models["tiny"].source
+    r = run("encode", "--model", model, "--verify", src)
+    assert r.exit_code == 0, r.output
+    assert "bits/sample" in r.output and "verified" in r.output
+    r = run("info", f"{src}.arc")
+    assert r.exit_code == 0 and "22050 Hz" in r.output and subtype in r.output
+    src.rename(tmp_path / "orig")
+    r = run("decode", "--model", model, f"{src}.arc")
+    assert r.exit_code == 0, r.output
+    with sf.SoundFile(src) as f:
+        assert (f.samplerate, f.channels, f.subtype, f.title) == (22050, channels, subtype, "a take")
+        back = f.read(dtype="int32", always_2d=True) >> (32 - bits)
+    assert np.array_equal(back, native)
+    r = run("decode", "--model", model, f"{src}.arc", "-o", tmp_path / "as.wav")
+    assert r.exit_code == 0, r.output
+    assert sf.info(tmp_path / "as.wav").format == "WAV"
+
+
+def test_cli_audio_errors(tmp_path, audio_models):
+    model = audio_models["tiny"].source
+    fl = tmp_path / "float.wav"
+    sf.write(fl, np.zeros(100, np.float32), 8000, subtype="FLOAT")
+    r = run("encode", "--model", model, fl)
+    assert r.exit_code == 1 and "floating-point" in r.output and not (tmp_path / "float.wav.arc").exists()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF nonsense")
+    r = run("encode", "--model", model, bad)
+    assert r.exit_code == 1 and "not a readable audio file" in r.output
+    good = tmp_path / "good.wav"
+    sf.write(good, tone(500, 1).astype(np.int16), 8000, subtype="PCM_16")
+    assert run("encode", "--model", model, good).exit_code == 0
+    r = run("encode", "--model", model, good)
+    assert r.exit_code == 1 and "already exists" in r.output
+    r = run("encode", good, "-o", tmp_path / "x.arc", "--force", "--model", "pixelcnn-rgb")
+    assert r.exit_code == 1 and "image model" in r.output
+    data = (tmp_path / "good.wav.arc").read_bytes()
+    (tmp_path / "cut.wav.arc").write_bytes(data[:-7])
+    r = run("decode", "--model", model, tmp_path / "cut.wav.arc")
+    assert r.exit_code == 1 and not (tmp_path / "cut.wav").exists()
+    r = run("decode", "--model", model, tmp_path / "good.wav.arc", "-o", tmp_path / "out.mp3")
+    assert r.exit_code == 1 and "cannot write audio" in r.output
+
+
+def test_api_arrays(audio_models):
+    import arcompress
+
+    x = tone(1000, 2).astype(np.int16)
+    data = arcompress.compress_audio(x, 8000, model=audio_models["tiny"].source)
+    back, rate = arcompress.decompress_audio(data, model=audio_models["tiny"].source)
+    assert rate == 8000 and back.dtype == np.int16 and np.array_equal(back, x)
+    assert arcompress.info(data)["kind"] == "audio"
+    with pytest.raises(ValueError):
+        arcompress.compress_audio(np.zeros(5, np.float32), 8000)
