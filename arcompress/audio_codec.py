@@ -38,7 +38,7 @@ from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 DEFAULT_CHUNK = 4096
 DEFAULT_GROUP = 32
 #: rows (time steps x channels x chunks) of head tables built at once
-HEAD_ROWS = 1 << 13
+HEAD_ROWS = 512
 
 
 @dataclass

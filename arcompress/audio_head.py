@@ -232,8 +232,8 @@ class ExactAudioHead:
         idx = torch.floor(u * (1.0 / step))
         frac = u.sub_(idx * step)
         i = idx.long()
-        lo_v = self.cdf_f[i]
-        return frac.mul_(self.cdf_f[i + 1] - lo_v).mul_(1.0 / step).floor_().add_(lo_v)
+        lo_v = torch.take(self.cdf_f, i)
+        return frac.mul_(torch.take(self.cdf_f, i + 1) - lo_v).mul_(1.0 / step).floor_().add_(lo_v)
 
     def _freqs(self, cdf: torch.Tensor) -> torch.Tensor:
         """Tables (N, 256) from component CDFs (N, K, E+1) at E <= 256 bins' edges; entries past

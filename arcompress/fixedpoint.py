@@ -114,7 +114,7 @@ def validate_tables(tables: dict[str, torch.Tensor]) -> None:
 def lookup(table: torch.Tensor, x: torch.Tensor, lo: int) -> torch.Tensor:
     """``table[clamp(x - lo)]`` for an integer-valued float64 or int64 tensor ``x``; same dtype as x."""
     idx = (x.to(torch.int64) - lo).clamp_(0, table.numel() - 1)
-    return table[idx].to(x.dtype)
+    return torch.take(table, idx).to(x.dtype)  # take: a faster gather than table[idx], same values
 
 
 def rescale(x: torch.Tensor, shift: torch.Tensor | int) -> torch.Tensor:

@@ -238,8 +238,8 @@ class ExactOps:
 
     def step_gate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """:meth:`gate` for the per-step path: the same bits with fewer operations."""
-        t = self.tanh_f[(a + fp.TANH_RANGE * fp.ONE).clamp_(0, 2 * fp.TANH_RANGE * fp.ONE).long()]
-        g = self.sig_f[(b + fp.SIGMOID_RANGE * fp.ONE).clamp_(0, 2 * fp.SIGMOID_RANGE * fp.ONE).long()]
+        t = torch.take(self.tanh_f, (a + fp.TANH_RANGE * fp.ONE).clamp_(0, 2 * fp.TANH_RANGE * fp.ONE).long())
+        g = torch.take(self.sig_f, (b + fp.SIGMOID_RANGE * fp.ONE).clamp_(0, 2 * fp.SIGMOID_RANGE * fp.ONE).long())
         return t.mul_(g).mul_(1.0 / fp.ONE).add_(0.5).floor_()
 
     def gate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
