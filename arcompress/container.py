@@ -97,6 +97,7 @@ class _Reader:
         self.data = data if self.stream is None else b""
         self.size = len(data) if self.stream is None else size
         self.pos = 0
+        self.recording: bytearray | None = None  # when set, every byte taken is appended to it
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > self.size:
@@ -108,6 +109,8 @@ class _Reader:
             if len(b) != n:
                 raise FormatError("file is truncated")
         self.pos += n
+        if self.recording is not None:
+            self.recording += b
         return b
 
     def byte(self) -> int:
@@ -265,42 +268,20 @@ def pack_segment(segment: bytes) -> bytes:
 
 def read_audio_header(r: "_Reader") -> AudioHeader:
     """Parse an audio header from a reader positioned at the start of the file."""
-    start = bytearray()
-
-    def take(n):
-        b = r.take(n)
-        start.extend(b)
-        return b
-
-    def byte():
-        return take(1)[0]
-
-    def varint(limit):
-        n, shift = 0, 0
-        while True:
-            b = byte()
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                raise FormatError("corrupt header (bad integer)")
-        if n > limit:
-            raise FormatError(f"corrupt header (value {n} exceeds {limit})")
-        return n
-
-    kind = peek_kind(take(7))
+    r.recording = start = bytearray()
+    kind = peek_kind(r.take(7))
     if kind != KIND_AUDIO:
         raise FormatError("this is not an audio .arc file")
     scheme = start[5]
-    channels = byte()
-    rate, frames = varint(1 << 31), varint(MAX_FRAMES)
-    bits, wasted, low_bits = byte(), byte(), byte()
-    chunk, group = varint(1 << 24), varint(1 << 24)
-    crc = int.from_bytes(take(4), "little")
-    meta_raw = take(varint(MAX_META))
-    name_raw = take(byte())
-    digest = take(32)
+    channels = r.byte()
+    rate, frames = r.varint(1 << 31), r.varint(MAX_FRAMES)
+    bits, wasted, low_bits = r.byte(), r.byte(), r.byte()
+    chunk, group = r.varint(1 << 24), r.varint(1 << 24)
+    crc = int.from_bytes(r.take(4), "little")
+    meta_raw = r.take(r.varint(MAX_META))
+    name_raw = r.take(r.byte())
+    digest = r.take(32)
+    r.recording = None
     if int.from_bytes(r.take(4), "little") != zlib.crc32(bytes(start)):
         raise FormatError("corrupt header (CRC mismatch)")
     if not 1 <= channels or rate == 0 or bits not in (8, 16, 24) or wasted > 16 \
@@ -319,18 +300,7 @@ def read_audio_header(r: "_Reader") -> AudioHeader:
 
 
 def read_segment(r: "_Reader") -> bytes:
-    n, shift = 0, 0
-    while True:
-        b = r.byte()
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise FormatError("corrupt segment length")
-    if n > MAX_SEGMENT:
-        raise FormatError("corrupt segment length")
-    return r.take(n)
+    return r.take(r.varint(MAX_SEGMENT))
 
 
 def audio_reader(source, size: int | None = None) -> "_Reader":

@@ -96,6 +96,30 @@ def _restore(model: PixelCNN, opt: torch.optim.Optimizer, tensors: dict[str, tor
                             "step": tensors[f"adam.{i}.step"].reshape(()).clone()}
 
 
+def load_checkpoint(ckpt: Path, cfg, model, opt, log) -> tuple[int, list]:
+    """Restore model and optimizer from ``ckpt`` if it exists: (step, history), else (0, [])."""
+    if not ckpt.exists():
+        return 0, []
+    tensors = load_file(str(ckpt))
+    with open(ckpt, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(n))["__metadata__"]
+    if json.loads(meta["config"]) != cfg.to_dict():
+        raise ValueError(f"checkpoint {ckpt} was made with another model config; delete it or match it")
+    _restore(model, opt, tensors)
+    step = int(meta["step"])
+    log(f"resumed from {ckpt} at step {step}")
+    return step, json.loads(meta["history"])
+
+
+def write_checkpoint(ckpt: Path, cfg, model, opt, step: int, history: list) -> None:
+    """Save model, optimizer, step and history atomically."""
+    meta = {"config": json.dumps(cfg.to_dict()), "step": str(step), "history": json.dumps(history)}
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    save_file(_state_tensors(model, opt), str(tmp), metadata=meta)
+    os.replace(tmp, ckpt)
+
+
 def evaluate(model: PixelCNN, crops: torch.Tensor, batch: int = 32) -> float:
     """Mean float NLL (bits per sub-pixel) over crops (N, C, S, S)."""
     model.eval()
@@ -129,25 +153,12 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
     torch.manual_seed(opts.seed)
     model = PixelCNN(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
-    step, history = 0, []
     ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
-    if ckpt.exists():
-        tensors = load_file(str(ckpt))
-        with open(ckpt, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(n))["__metadata__"]
-        if json.loads(meta["config"]) != cfg.to_dict():
-            raise ValueError(f"checkpoint {ckpt} was made with another model config; delete it or match it")
-        _restore(model, opt, tensors)
-        step, history = int(meta["step"]), json.loads(meta["history"])
-        log(f"resumed from {ckpt} at step {step}")
+    step, history = load_checkpoint(ckpt, cfg, model, opt, log)
     rng = np.random.default_rng(opts.seed + step)
 
     def save_checkpoint():
-        meta = {"config": json.dumps(cfg.to_dict()), "step": str(step), "history": json.dumps(history)}
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        save_file(_state_tensors(model, opt), str(tmp), metadata=meta)
-        os.replace(tmp, ckpt)
+        write_checkpoint(ckpt, cfg, model, opt, step, history)
 
     model.train()
     t0 = time.time()

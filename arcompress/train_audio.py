@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .audio_head import chunk_lpc, exact_lpc, nll_bits, residual
 from .audiofile import AUDIO_SUFFIXES, read_audio
-from .train import _restore, _state_tensors
+from .train import load_checkpoint, write_checkpoint
 from .wavenet import WaveNet, WaveNetConfig, embed_float, rate_feature
 
 
@@ -144,25 +143,12 @@ def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrai
     torch.manual_seed(opts.seed)
     model = WaveNet(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
-    step, history = 0, []
     ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
-    if ckpt.exists():
-        tensors = load_file(str(ckpt))
-        with open(ckpt, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(n))["__metadata__"]
-        if json.loads(meta["config"]) != cfg.to_dict():
-            raise ValueError(f"checkpoint {ckpt} was made with another model config; delete it or match it")
-        _restore(model, opt, tensors)
-        step, history = int(meta["step"]), json.loads(meta["history"])
-        log(f"resumed from {ckpt} at step {step}")
+    step, history = load_checkpoint(ckpt, cfg, model, opt, log)
     rng = np.random.default_rng(opts.seed + step)
 
     def save_checkpoint():
-        meta = {"config": json.dumps(cfg.to_dict()), "step": str(step), "history": json.dumps(history)}
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        save_file(_state_tensors(model, opt), str(tmp), metadata=meta)
-        os.replace(tmp, ckpt)
+        write_checkpoint(ckpt, cfg, model, opt, step, history)
 
     model.train()
     t0 = time.time()
