@@ -114,7 +114,7 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
     ins_rows = lay.inside.t().reshape(N, 1, B).expand(N, C, B).reshape(-1)
     low_rows = order(lay.streams(native.astype(np.int64) & 255))[:, 0] if low_bits else None
     step_bits = min(wasted, 8)
-    head = ExactAudioHead(ops.tables if device.type == "cpu" else model.ops.tables, model.config.mixtures)
+    head = ExactAudioHead(model.ops.tables, model.config.mixtures)  # the head runs on the CPU
     enc = Encoder()
     per = max(C * B, (HEAD_ROWS // (C * B)) * C * B)  # whole time steps per block
     uniform = torch.full((1, 256), 1 << (PRECISION - 8), dtype=torch.int64)
