@@ -41,7 +41,7 @@ def _model_finder(extra: list[str] | None):
     def find(name: str, digest: bytes) -> zoo.ExactModel:
         for spec in extra or []:
             m = zoo.resolve(spec)
-            if m.digest == digest:
+            if m.matches(digest):
                 return m
         if extra and name not in zoo.SHIPPED:
             raise zoo.ModelError(f"the file was written with model {name!r} (SHA-256 {digest.hex()[:16]}...), "

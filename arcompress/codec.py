@@ -272,7 +272,7 @@ def default_model_for(name: str, digest: bytes) -> zoo.ExactModel:
     except zoo.ModelError:
         raise zoo.ModelError(f"the file was written with model {name!r}, which is not available here; "
                              "pass its model file with --model") from None
-    if model.digest != digest:
+    if not model.matches(digest):
         raise zoo.ModelError(f"the file was written with a model named {name!r} whose weights "
                              f"(SHA-256 {digest.hex()[:16]}...) differ from this one's "
                              f"({model.digest.hex()[:16]}...)")

@@ -12,7 +12,9 @@ Layout (integers are unsigned LEB128 varints unless a size is given)::
     crc32      4 bytes  CRC-32 of the raw samples (little endian)
     meta       varint length + zlib-compressed JSON (palette, PNG text/ICC/gamma, ...)
     groups     1 byte   number of plane groups; each: channels (1 byte),
-                        model name (1-byte length + UTF-8), model SHA-256 (32 bytes),
+                        model name (1-byte length + UTF-8), the first 8 bytes of the model's
+                        SHA-256 (version 1 stored all 32: a 28x28 file spends a third of its
+                        bytes on the header, so version 2 keeps the 64 bits that identify the model),
                         segment count, then each segment's byte length
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
     payload    the segments, in order
@@ -41,7 +43,11 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this reader parses (version 1: 32-byte model digests in image headers)
+READ_VERSIONS = (1, 2)
+#: bytes of the model's SHA-256 recorded in an image header (version 2)
+IMAGE_DIGEST_BYTES = 8
 KIND_IMAGE = 1
 KIND_AUDIO = 2
 MAX_FRAMES = 1 << 40
@@ -60,7 +66,7 @@ class FormatError(ValueError):
 class PlaneGroup:
     channels: int
     model_name: str
-    model_digest: bytes
+    model_digest: bytes  # the model's SHA-256, or its first IMAGE_DIGEST_BYTES as read from a file
     segments: list[bytes] = field(default_factory=list)
 
 
@@ -143,9 +149,9 @@ def pack(h: Header) -> bytes:
     out.append(len(h.planes))
     for p in h.planes:
         name = p.model_name.encode()
-        if len(name) > 255 or len(p.model_digest) != 32:
-            raise ValueError("model name too long or digest not SHA-256")
-        out += bytes([p.channels, len(name)]) + name + p.model_digest
+        if len(name) > 255 or len(p.model_digest) < IMAGE_DIGEST_BYTES:
+            raise ValueError("model name too long or digest too short")
+        out += bytes([p.channels, len(name)]) + name + p.model_digest[:IMAGE_DIGEST_BYTES]
         out += _varint(len(p.segments)) + b"".join(_varint(len(s)) for s in p.segments)
     out += zlib.crc32(out).to_bytes(4, "little")
     for p in h.planes:
@@ -160,8 +166,9 @@ def unpack(data: bytes) -> Header:
     if len(data) < 4 or r.take(4) != MAGIC:
         raise FormatError("not an arcompress file (bad magic bytes)")
     version = r.byte()
-    if version != FORMAT_VERSION:
-        raise FormatError(f"unsupported format version {version} (this arcompress reads {FORMAT_VERSION})")
+    if version not in READ_VERSIONS:
+        raise FormatError(f"unsupported format version {version} (this arcompress reads "
+                          f"{', '.join(map(str, READ_VERSIONS))})")
     scheme, kind = r.byte(), r.byte()
     if kind == KIND_AUDIO:
         raise FormatError("this is an audio .arc file")
@@ -202,7 +209,7 @@ def unpack(data: bytes) -> Header:
             name = r.take(r.byte()).decode()
         except UnicodeDecodeError:
             raise FormatError("corrupt header (model name)") from None
-        digest = r.take(32)
+        digest = r.take(32 if version == 1 else IMAGE_DIGEST_BYTES)
         n_seg = r.varint(len(data))
         lengths.append([r.varint(len(data)) for _ in range(n_seg)])
         planes.append(PlaneGroup(ch, name, digest))
@@ -222,8 +229,9 @@ def peek_kind(prefix: bytes) -> int:
         raise FormatError("not an arcompress file (bad magic bytes)")
     if len(prefix) < 7:
         raise FormatError("file is truncated")
-    if prefix[4] != FORMAT_VERSION:
-        raise FormatError(f"unsupported format version {prefix[4]} (this arcompress reads {FORMAT_VERSION})")
+    if prefix[4] not in READ_VERSIONS:
+        raise FormatError(f"unsupported format version {prefix[4]} (this arcompress reads "
+                          f"{', '.join(map(str, READ_VERSIONS))})")
     return prefix[6]
 
 

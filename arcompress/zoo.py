@@ -57,6 +57,10 @@ class ExactModel:
         self.ops = ARCHES[self.arch][1](self.config, self.tensors)
         self.digest = digest(self.config, self.tensors, self.arch)
 
+    def matches(self, recorded: bytes) -> bool:
+        """Whether a digest recorded in a file (the SHA-256 or its first 8 bytes) is this model's."""
+        return len(recorded) >= 8 and self.digest.startswith(recorded)
+
     @property
     def is_audio(self) -> bool:
         return self.arch == AUDIO_ARCH

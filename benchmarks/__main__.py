@@ -1,43 +1,66 @@
-"""``python -m benchmarks run [--quick] [--set images|audio|all]``: measure, write
-benchmarks/results/*.json and *.md, and the README tables; ``table`` rewrites the markdown from
-the saved JSON; ``fetch-audio`` downloads the audio evaluation sets."""
+"""``python -m benchmarks run [--quick] [--update] [--set images|small|audio|all]``: measure, write
+benchmarks/results/*.json and *.md, the plots and the README sections; ``table`` rewrites the
+markdown, plots and README from the saved JSON; ``fetch-data`` downloads the evaluation sets that
+are not in ../shared/data (audio, Fashion-MNIST)."""
 
 import argparse
 import json
+import shutil
 import sys
 
-from . import audio, images
+from . import audio, images, report, small
+
+MODULES = {"images": images, "small": small, "audio": audio}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks")
-    p.add_argument("action", choices=["run", "table", "fetch-audio"], help="run: measure and write results; "
-                   "table: rewrite the markdown from the saved JSON; fetch-audio: download the audio evaluation sets")
+    p.add_argument("action", choices=["run", "table", "fetch-data", "fetch-audio"],
+                   help="run: measure and write results; table: rewrite the markdown, plots and README from the "
+                        "saved JSON; fetch-data: download the evaluation sets (fetch-audio: the audio ones only)")
     p.add_argument("--quick", action="store_true", help="a few small inputs only: minutes on 2 cores")
-    p.add_argument("--set", choices=["images", "audio", "all"], default="all", dest="which")
+    p.add_argument("--update", action="store_true",
+                   help="keep the saved measurements and add only what is missing (new codecs, new sets)")
+    p.add_argument("--set", choices=[*MODULES, "all"], default="all", dest="which")
     args = p.parse_args()
-    if args.action == "fetch-audio":
+    if args.action in ("fetch-data", "fetch-audio"):
         audio.fetch()
+        if args.action == "fetch-data":
+            small.fetch()
         return
     images.RESULTS.mkdir(exist_ok=True)
     command = "python -m benchmarks " + " ".join(sys.argv[1:])
-    for which in (["images", "audio"] if args.which == "all" else [args.which]):
-        name = which + ("-quick" if args.quick else "")
-        path = images.RESULTS / f"{name}.json"
+    suffix = "-quick" if args.quick else ""
+    for which in (list(MODULES) if args.which == "all" else [args.which]):
+        path = images.RESULTS / f"{which}{suffix}.json"
         if args.action == "run":
-            if which == "images":
-                partial = images.RESULTS / f"{name}.partial.json"
-                results = images.run(args.quick, command, partial)
-                partial.unlink(missing_ok=True)
-            else:
-                results = audio.run(args.quick, command)
+            results = measure(which, args.quick, args.update, command, path)
             path.write_text(json.dumps(results, indent=1))
-        results = json.loads(path.read_text())
-        table = (images if which == "images" else audio).summarize(results)
-        (images.RESULTS / f"{name}.md").write_text(table)
+        if not path.exists():
+            continue
+        table = MODULES[which].summarize(json.loads(path.read_text()))
+        (images.RESULTS / f"{which}{suffix}.md").write_text(table)
         if not args.quick:
             update_readme(table, which)
         print(table)
+    if not args.quick:
+        update_readme(report.build(images.RESULTS), "report")
+
+
+def measure(which: str, quick: bool, update: bool, command: str, path) -> dict:
+    """Run one benchmark; images and small resume from their partial file after an interruption."""
+    partial = images.RESULTS / f"{path.stem}.partial.json"
+    if which == "audio":
+        if update and path.exists():
+            return audio.update(json.loads(path.read_text()), quick, command)
+        return audio.run(quick, command)
+    if update and path.exists() and not partial.exists():
+        shutil.copy(path, partial)  # resume from the saved results: only missing rows are measured
+    results = (images.run if which == "images" else small.run)(quick, command, partial)
+    if update:
+        results.setdefault("updates", []).append({"command": command, "date": images.today()})
+    partial.unlink(missing_ok=True)
+    return results
 
 
 def update_readme(table: str, which: str) -> None:

@@ -111,6 +111,39 @@ def wavpack_bytes(native: np.ndarray, info: AudioInfo) -> int | None:
         return (Path(tmp) / "x.wv").stat().st_size
 
 
+def ffmpeg_bytes(native: np.ndarray, info: AudioInfo, codec: str) -> int | None:
+    """ffmpeg's TTA (``tta``, .tta) or ALAC (``alac``, .m4a) at its strongest setting, checked
+    lossless by decoding; None if ffmpeg is missing or cannot code this input."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        return None
+    suffix = {"tta": ".tta", "alac": ".m4a"}[codec]
+    extra = ["-compression_level", "2"] if codec == "alac" else []  # alac: 2 = most search
+    raw_fmt = {8: "u8", 16: "s16le", 24: "s32le"}[info.bits]
+    with tempfile.TemporaryDirectory() as tmp:
+        wav, out, back = Path(tmp) / "x.wav", Path(tmp) / ("x" + suffix), Path(tmp) / "y.raw"
+        sf.write(wav, native << (32 - info.bits), info.rate, subtype="PCM_U8" if info.bits == 8 else info.subtype)
+        quiet = [exe, "-nostdin", "-v", "error", "-y"]
+        r = subprocess.run(quiet + ["-i", str(wav), "-c:a", codec, *extra, str(out)], capture_output=True)
+        if r.returncode != 0:
+            return None
+        subprocess.run(quiet + ["-i", str(out), "-f", raw_fmt, str(back)], check=True, capture_output=True)
+        got = np.frombuffer(back.read_bytes(), {8: np.uint8, 16: "<i2", 24: "<i4"}[info.bits]).astype(np.int64)
+        want = native.astype(np.int64).reshape(-1)
+        if info.bits == 8:
+            got = got - 128
+        elif info.bits == 24:
+            got = got >> 8
+        if not np.array_equal(got, want):
+            raise RuntimeError(f"ffmpeg {codec} was not lossless")
+        return out.stat().st_size
+
+
+#: classical audio codecs: result key -> bytes(native, info) (None: tool missing)
+CLASSICAL = {"FLAC-8": flac_bytes, "WavPack-hh": wavpack_bytes,
+             "TTA": lambda n, i: ffmpeg_bytes(n, i, "tta"), "ALAC": lambda n, i: ffmpeg_bytes(n, i, "alac")}
+
+
 # ----------------------------------------------------------------------------- arcompress
 
 def float_nll(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, chunk: int) -> float:
@@ -224,6 +257,32 @@ def _wavpack_version() -> str | None:
     return out.splitlines()[0] if out else None
 
 
+def _ffmpeg_version() -> str | None:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else None
+
+
+def update(results: dict, quick: bool, command: str, log=print) -> dict:
+    """Add the classical codecs missing from saved rows (same excerpts); nothing else is re-measured."""
+    paths = {p.name: p for files in eval_sets(quick).values() for p in files}
+    added = set()
+    for row in results["files"]:
+        missing = [k for k in CLASSICAL if row.get(k) is None]
+        if missing:
+            native, info = excerpt(paths[row["file"]])
+            row.update({k: CLASSICAL[k](native, info) for k in missing})
+            added.update(missing)
+            log(f"{row['file']}: added {', '.join(missing)}")
+    if added:
+        results["machine"]["ffmpeg"] = _ffmpeg_version()
+        results.setdefault("updates", []).append({"command": command, "date": time.strftime("%Y-%m-%d"),
+                                                  "added": sorted(added)})
+    return results
+
+
 def run(quick: bool, command: str, log=print) -> dict:
     from .images import machine
 
@@ -233,7 +292,7 @@ def run(quick: bool, command: str, log=print) -> dict:
 
     results = {"command": command, "machine": {**machine(), "soundfile": sf.__version__,
                                                "libsndfile": sf.__libsndfile_version__,
-                                               "wavpack": _wavpack_version()},
+                                               "wavpack": _wavpack_version(), "ffmpeg": _ffmpeg_version()},
                "date": datetime.date.today().isoformat(), "model": model.name,
                "model_sha256": model.digest.hex(), "trained_on": model.metadata.get("trained_on", ""),
                "excerpt_seconds": EXCERPT_SECONDS, "chunk": audio_codec.DEFAULT_CHUNK,
@@ -246,7 +305,7 @@ def run(quick: bool, command: str, log=print) -> dict:
                 row.update({"group": group, "file": path.name, "rate": info.rate, "channels": info.channels,
                             "bits": info.bits, "frames": info.frames, "samples": native.size,
                             "float_nll_bits": float_nll(model, native, info, audio_codec.DEFAULT_CHUNK),
-                            "FLAC-8": flac_bytes(native, info), "WavPack-hh": wavpack_bytes(native, info)})
+                            **{k: fn(native, info) for k, fn in CLASSICAL.items()}})
                 if k % (1 if quick else 5) == 0:  # every 5th file also through the CLI, new processes
                     row["cli_exact"] = cli_round_trip(path, native, info, Path(tmp))
                 results["files"].append(row)
@@ -264,20 +323,21 @@ def run(quick: bool, command: str, log=print) -> dict:
 def summarize(results: dict) -> str:
     rows = results["files"]
     out = ["| group | files | samples | arcompress bits/sample | exact NLL | float NLL | written vs NLL "
-           "| FLAC -8 | WavPack -hh | vs FLAC | decode samples/s | exact |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| FLAC -8 | WavPack -hh | TTA | ALAC | vs FLAC | vs best classical | decode samples/s | exact |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for group in dict.fromkeys(r["group"] for r in rows):
         g = [r for r in rows if r["group"] == group]
         n = sum(r["samples"] for r in g)
         arc = sum(8 * r["bytes"] for r in g) / n
         nll = sum(r["nll_bits"] for r in g) / n
         fl = sum(r["float_nll_bits"] for r in g) / n
-        flac = sum(8 * r["FLAC-8"] for r in g) / n
-        wv = sum(8 * r["WavPack-hh"] for r in g) / n if all(r["WavPack-hh"] for r in g) else float("nan")
+        cl = {k: (sum(8 * r[k] for r in g) / n if all(r.get(k) for r in g) else float("nan")) for k in CLASSICAL}
+        best = min(v for v in cl.values() if v == v)
         dec = n / sum(r["decode_s"] for r in g)
         exact = all(r["exact"] for r in g) and all(r.get("cli_exact", True) for r in g)
         out.append(f"| {group} | {len(g)} | {n} | {arc:.3f} | {nll:.3f} | {fl:.3f} | "
-                   f"{100 * (arc / nll - 1):+.2f} % | {flac:.3f} | {wv:.3f} | {100 * (arc / flac - 1):+.1f} % | "
+                   f"{100 * (arc / nll - 1):+.2f} % | " + " | ".join(f"{cl[k]:.3f}" for k in CLASSICAL) +
+                   f" | {100 * (arc / cl['FLAC-8'] - 1):+.1f} % | {100 * (arc / best - 1):+.1f} % | "
                    f"{dec:.0f} | {'yes' if exact else 'NO'} |")
     long = [r for r in rows if r["frames"] >= EXCERPT_SECONDS * r["rate"] - 1]
     if long:
@@ -301,4 +361,7 @@ def summarize(results: dict) -> str:
     out.append("")
     out.append(f"Measured by `{results['command']}` on {m.get('cpu', '?')} ({m.get('cores', '?')} cores), "
                f"{results.get('date', '')}; model {results['model']} ({results['model_sha256'][:12]}).")
+    for u in results.get("updates", []):
+        out.append(f"Codecs {', '.join(u['added'])} added to the same excerpts by `{u['command']}`, {u['date']} "
+                   f"({m.get('ffmpeg') or 'ffmpeg'}).")
     return "\n".join(out) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -33,47 +34,66 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # ----------------------------------------------------------------------------- classical codecs
 
-def classical_sizes(a: np.ndarray) -> dict[str, int | None]:
-    """Compressed bytes of (H, W, C) uint8 pixels with each classical codec (None: codec failed)."""
+#: the classical codecs, at their strongest common settings, in table order
+CODECS = ["PNG", "WebP-lossless-m6", "JPEG-2000", "JPEG-LS", "JPEG-XL-e7", "JPEG-XL-e9"]
+
+
+def classical_sizes(a: np.ndarray, only: list[str] | None = None) -> dict[str, int | None]:
+    """Compressed bytes of (H, W, C) uint8 pixels with each classical codec (None: codec failed),
+    each checked lossless by decoding.  ``only``: measure just these codecs."""
     import imagecodecs
 
     img = a[:, :, 0] if a.shape[2] == 1 else a
-    out: dict[str, int | None] = {}
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "PNG", optimize=True, compress_level=9)
-    out["PNG"] = buf.tell()
     rgb = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a  # libwebp codes grey as RGB
-    trials = {
-        "WebP-lossless-m6": lambda: imagecodecs.webp_encode(rgb, level=100, lossless=True, method=6, numthreads=1),
-        "JPEG-LS": lambda: imagecodecs.jpegls_encode(img),
-        "JPEG-XL-e7": lambda: imagecodecs.jpegxl_encode(img, lossless=True, effort=7, numthreads=1),
+
+    def png() -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "PNG", optimize=True, compress_level=9)
+        return buf.getvalue()
+
+    trials = {  # name -> (encode, decode, the pixels it must give back)
+        "PNG": (png, lambda d: np.asarray(Image.open(io.BytesIO(d))), img),
+        "WebP-lossless-m6": (lambda: imagecodecs.webp_encode(rgb, level=100, lossless=True, method=6, numthreads=1),
+                             imagecodecs.webp_decode, rgb),
+        # raw codestream (no JP2 boxes), reversible 5/3 wavelet and colour transform
+        "JPEG-2000": (lambda: imagecodecs.jpeg2k_encode(img, level=0, reversible=True, codecformat="j2k", numthreads=1),
+                      imagecodecs.jpeg2k_decode, img),
+        "JPEG-LS": (lambda: imagecodecs.jpegls_encode(img), imagecodecs.jpegls_decode, img),
+        "JPEG-XL-e7": (lambda: imagecodecs.jpegxl_encode(img, lossless=True, effort=7, numthreads=1),
+                       imagecodecs.jpegxl_decode, img),
+        "JPEG-XL-e9": (lambda: imagecodecs.jpegxl_encode(img, lossless=True, effort=9, numthreads=1),
+                       imagecodecs.jpegxl_decode, img),
     }
-    decoders = {"WebP-lossless-m6": imagecodecs.webp_decode, "JPEG-LS": imagecodecs.jpegls_decode,
-                "JPEG-XL-e7": imagecodecs.jpegxl_decode}
-    for name, enc in trials.items():
+    out: dict[str, int | None] = {}
+    for name in only or CODECS:
+        enc, dec, want = trials[name]
         try:
             data = enc()
         except Exception:  # noqa: BLE001 - a codec that cannot code this input is reported as None
             out[name] = None
             continue
-        back = np.asarray(decoders[name](data)).reshape(-1)
-        want = (rgb if name.startswith("WebP") else img).reshape(-1)
-        if not np.array_equal(back, want):
+        if not np.array_equal(np.asarray(dec(data)).reshape(-1), want.reshape(-1)):
             raise RuntimeError(f"{name} was not lossless")
         out[name] = len(data)
     return out
 
 
+#: short column names
+SHORT = {"PNG": "PNG", "WebP-lossless-m6": "WebP", "JPEG-2000": "J2K", "JPEG-LS": "JPEG-LS",
+         "JPEG-XL-e7": "JXL e7", "JPEG-XL-e9": "JXL e9"}
+
+
 # ----------------------------------------------------------------------------- arcompress
 
-def float_nll_bits(img: ImageData, tile: int) -> float:
-    """Total float-model NLL (bits) of an image, on the same tiles the codec uses."""
+def float_nll_bits(img: ImageData, tile: int, model_for=None) -> float:
+    """Total float-model NLL (bits) of an image, on the same tiles the codec uses;
+    ``model_for(channels)``: the exact model per plane group (default: the shipped defaults)."""
     h, w, _ = img.pixels.shape
     plan = TilePlan(h, w, tile, codec.DEFAULT_GROUP)
     total = 0.0
     coded = arcompress.media.to_coded(img)
     for chans, nch in arcompress.media.coded_planes(img.mode, img.meta):
-        model = zoo.resolve(zoo.DEFAULTS[nch]).float_model()
+        model = (model_for or (lambda c: zoo.resolve(zoo.DEFAULTS[c])))(nch).float_model()
         plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
         with torch.no_grad():
@@ -112,19 +132,27 @@ def cli_round_trip(img: ImageData, expected: bytes, workdir: Path) -> dict:
     for f in (src, arc, out):
         f.unlink(missing_ok=True)
     arcompress.media.write_image(src, img)
-    cmd = [sys.executable, "-m", "arcompress"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd + ["encode", str(src), "-q"], check=True)
-    t_enc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    subprocess.run(cmd + ["decode", str(arc), "-o", str(out), "-q"], check=True)
-    t_dec = time.perf_counter() - t0
+    t_enc, mem_enc = run_cli(["encode", str(src), "-q"])
+    t_dec, mem_dec = run_cli(["decode", str(arc), "-o", str(out), "-q"])
     with Image.open(out) as im:
         same = bool(np.array_equal(np.asarray(im).reshape(img.pixels.shape), img.pixels))
     if not same or arc.read_bytes() != expected:
         raise RuntimeError("CLI round trip differs")
     return {"cli_round_trip_exact": True, "cli_bytes_equal_api": True,
-            "cli_encode_s": t_enc, "cli_decode_s": t_dec}
+            "cli_encode_s": t_enc, "cli_decode_s": t_dec,
+            "cli_encode_peak_mb": mem_enc, "cli_decode_peak_mb": mem_dec}
+
+
+def run_cli(args: list[str]) -> tuple[float, float]:
+    """Run ``python -m arcompress ARGS`` in a new process: (seconds, its peak resident memory in MB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "arcompress", *args])
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"arcompress {' '.join(args)} failed (exit {proc.returncode})")
+    return seconds, usage.ru_maxrss / 1024  # Linux reports kilobytes; decoding forks workers, not counted
 
 
 # ----------------------------------------------------------------------------- data
@@ -204,6 +232,10 @@ def tiling_tradeoff(images: list[ImageData], tiles=(16, 32, 64)) -> list[dict]:
 
 # ----------------------------------------------------------------------------- driver
 
+def today() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def machine() -> dict:
     import importlib.metadata
     import imagecodecs
@@ -222,7 +254,7 @@ def machine() -> dict:
 def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
     """Measure everything; after each step the results so far are saved to ``partial`` (JSON),
     and a rerun with the same models resumes from it."""
-    results = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+    results = {"command": command, "date": today(), "machine": machine(),
                "quick": quick, "sets": {}}
     if partial is not None and partial.exists():
         old = json.loads(partial.read_text())
@@ -262,9 +294,14 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
     workdir = Path(tempfile.mkdtemp(prefix="arcompress-bench-"))
     for set_name, items in dev_sets(quick).items():
         rows = results["sets"].setdefault(set_name, [])
-        done = {r["image"] for r in rows}
+        done = {r["image"]: r for r in rows}
         for path, crop in items:
             if path.name in done:
+                row = done[path.name]
+                missing = [c for c in CODECS if c not in row["classical_bytes"]]
+                if missing:  # a codec added since this row was measured
+                    row["classical_bytes"].update(classical_sizes(load(path, crop).pixels, missing))
+                    save()
                 continue
             img = load(path, crop)
             row = {"image": path.name, "size": f"{img.pixels.shape[1]}x{img.pixels.shape[0]}",
@@ -282,13 +319,16 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
 
 def summarize(results: dict) -> str:
     """Markdown tables of a results dict."""
-    codecs = ["PNG", "WebP-lossless-m6", "JPEG-LS", "JPEG-XL-e7"]
     lines = [f"Run: `{results['command']}` on {results['date']}; CPU {results['machine']['cpu']}, "
              f"{results['machine']['cores']} threads, GPU {results['machine']['gpu'] or 'none'}; "
              f"torch {results['machine']['torch']}, constriction {results['machine']['constriction']}, "
              f"imagecodecs {results['machine']['imagecodecs']}.", ""]
+    for u in results.get("updates", []):
+        lines += [f"Measurements missing from that run (codecs added since) were added to the same pixels by "
+                  f"`{u['command']}` on {u['date']}.", ""]
     for set_name, rows in results["sets"].items():
         n = sum(r["subpixels"] for r in rows)
+        codecs = [c for c in CODECS if all(c in r["classical_bytes"] for r in rows)]
         tot = {c: sum(8 * (r["classical_bytes"][c] or np.nan) for r in rows) / n for c in codecs}
         a = {k: sum(r["arcompress"][k] * r["subpixels"] for r in rows) / n
              for k in ("bpsp_written", "bpsp_exact_nll", "bpsp_float_nll")}
@@ -302,15 +342,15 @@ def summarize(results: dict) -> str:
         lines += ["", f"arcompress: float model NLL {a['bpsp_float_nll']:.4f}, exact model NLL "
                       f"{a['bpsp_exact_nll']:.4f} (conversion {100 * (a['bpsp_exact_nll'] / a['bpsp_float_nll'] - 1):+.2f} %), "
                       f"written {a['bpsp_written']:.4f} ({100 * (a['bpsp_written'] / a['bpsp_exact_nll'] - 1):+.2f} % over the exact NLL).", ""]
-        lines += ["| image | size | PNG | WebP | JPEG-LS | JXL e7 | arcompress | exact NLL | float NLL | overhead | CLI decode s |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| image | size | " + " | ".join(SHORT[c] for c in codecs) +
+                  " | arcompress | exact NLL | float NLL | overhead | CLI decode s |",
+                  "|---|---|" + "---:|" * (len(codecs) + 5)]
         for r in rows:
-            cb = {c: (8 * r["classical_bytes"][c] / r["subpixels"] if r["classical_bytes"][c] else float("nan")) for c in codecs}
+            cb = [8 * r["classical_bytes"][c] / r["subpixels"] if r["classical_bytes"][c] else float("nan") for c in codecs]
             ar = r["arcompress"]
-            lines.append(f"| {r['image']} | {r['size']}x{r['channels']} | {cb['PNG']:.3f} | {cb['WebP-lossless-m6']:.3f} | "
-                         f"{cb['JPEG-LS']:.3f} | {cb['JPEG-XL-e7']:.3f} | {ar['bpsp_written']:.3f} | "
-                         f"{ar['bpsp_exact_nll']:.3f} | {ar['bpsp_float_nll']:.3f} | {ar['overhead_pct']:+.2f} % | "
-                         f"{ar['cli_decode_s']:.1f} |")
+            lines.append(f"| {r['image']} | {r['size']}x{r['channels']} | " + " | ".join(f"{v:.3f}" for v in cb) +
+                         f" | {ar['bpsp_written']:.3f} | {ar['bpsp_exact_nll']:.3f} | {ar['bpsp_float_nll']:.3f} | "
+                         f"{ar['overhead_pct']:+.2f} % | {ar['cli_decode_s']:.1f} |")
         lines.append("")
     cn = results["cached_vs_naive"]
     lines += [f"Decoder network on one {cn['tile']}x{cn['tile']} RGB tile, one thread: cached {cn['cached_s']:.2f} s, "

@@ -19,7 +19,31 @@ def test_header_round_trip():
                          [container.PlaneGroup(3, "m", b"\x01" * 32, [b"abcd", b""]),
                           container.PlaneGroup(1, "n", b"\x02" * 32, [b"xy"])])
     g = container.unpack(container.pack(h))
+    for p in h.planes:  # the header keeps the first 8 bytes of each model's SHA-256
+        p.model_digest = p.model_digest[:container.IMAGE_DIGEST_BYTES]
     assert g == h
+
+
+def test_small_image_header_is_compact(tiny_models):
+    """A 28x28 grey file spends little on its header: the model is named by 8 bytes of its SHA-256."""
+    data, stats = codec.encode_image(from_array(natural_image(28, 28, 1, seed=3)), tiny_models.__getitem__)
+    header = len(data) - stats.payload_bytes
+    assert header <= 36 + len(tiny_models[1].name), header  # 35 fixed bytes (2-byte segment length)
+
+
+def test_version_1_files_still_decode(tiny_models, monkeypatch):
+    """Files of format version 1 (32-byte model digests) are still read."""
+    a = natural_image(9, 10, 3, seed=5)
+    monkeypatch.setattr(container, "FORMAT_VERSION", 1)
+    monkeypatch.setattr(container, "IMAGE_DIGEST_BYTES", 32)
+    old, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
+    monkeypatch.undo()
+    new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
+    assert old[4] == 1 and new[4] == container.FORMAT_VERSION == 2 and len(old) == len(new) + 24
+    assert container.unpack(old).planes[0].model_digest == tiny_models[3].digest
+    for data in (old, new):
+        back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
+        assert np.array_equal(back.pixels, a)
 
 
 def test_not_an_arc_file():
@@ -47,7 +71,7 @@ def test_random_byte_flips_never_crash_or_pass_silently(sample, tiny_models):
     a, data = sample
     rng = random.Random(0)
     def finder(name, digest):
-        return tiny_models[3] if digest == tiny_models[3].digest else codec.default_model_for(name, digest)
+        return tiny_models[3] if tiny_models[3].matches(digest) else codec.default_model_for(name, digest)
     for trial in range(150):
         buf = bytearray(data)
         for _ in range(rng.choice([1, 1, 2, 5])):

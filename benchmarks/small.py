@@ -1,0 +1,224 @@
+"""Small images: one file per image (header included) and many images in one stream, against the
+classical codecs on the same pixels.
+
+Sets (never trained on):
+
+* **fashion-mnist 28x28 grey**: the Fashion-MNIST *test* images (Debian ``dataset-fashion-mnist``;
+  ``python -m benchmarks fetch-data`` downloads it).  Model ``pixelcnn-fashion28``, trained on the
+  60 000 training images only.
+* **dev photos 32x32 RGB**: a CIFAR-like set cut from the RGB dev photos (the 14 USC-SIPI images and
+  ``flower_foveon_rgb``): crops at fixed random positions (seed 0).  Model ``pixelcnn-rgb``, the
+  default RGB model, which was trained on 32x32 crops of the training photos.
+
+For each image: every classical codec writes one file; arcompress writes one ``.arc`` (header
+included) through the API and reports the exact NLL; the float NLL comes from the float model the
+exact one was converted from.  "One stream": the set's images stacked into one tall image coded
+with tiles of exactly one image, so every image is coded alone (no context from the others) and
+only the header is shared; that stream is decoded and checked image by image.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from arcompress import codec, zoo
+from arcompress.head import nll_bits
+from arcompress.media import ImageData, from_array, write_image
+
+from .images import CODECS, DATA as DEV, classical_sizes, load, run_cli
+
+DATA = Path(__file__).resolve().parent / "data"
+FASHION = DATA / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
+FASHION_MODEL = "pixelcnn-fashion28"
+RGB_MODEL = "pixelcnn-rgb"
+#: images decoded one file at a time (the rest are checked through the stream)
+PER_FILE_DECODES = 20
+
+
+def fetch(log=print) -> None:
+    """Download the Fashion-MNIST test images into benchmarks/data (apt-get download; no root)."""
+    DATA.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=tmp, check=True)
+        deb = next(Path(tmp).glob("dataset-fashion-mnist_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(Path(tmp) / "x")], check=True)
+        FASHION.parent.mkdir(exist_ok=True)
+        shutil.copy(next((Path(tmp) / "x").rglob(FASHION.name)), FASHION)
+    log(f"Fashion-MNIST test images in {FASHION}")
+
+
+def fashion_images(count: int) -> list[tuple[str, np.ndarray]]:
+    """The first ``count`` Fashion-MNIST test images as (name, (28, 28, 1) uint8)."""
+    if not FASHION.exists():
+        raise SystemExit("Fashion-MNIST missing: run 'python -m benchmarks fetch-data' first")
+    raw = gzip.open(FASHION).read()
+    a = np.frombuffer(raw[16:], np.uint8).reshape(-1, 28, 28, 1)
+    return [(f"t10k-{i:05d}", a[i]) for i in range(min(count, len(a)))]
+
+
+def dev_crops(per_image: int, size: int = 32) -> list[tuple[str, np.ndarray]]:
+    """``per_image`` size x size crops of each RGB dev photo, at positions drawn with seed 0."""
+    rng = np.random.default_rng(0)
+    paths = sorted((DEV / "usc-sipi-color").glob("*.png")) + [DEV / "imagecompression-info" / "flower_foveon_rgb.png"]
+    out = []
+    for p in paths:
+        a = load(p, None).pixels
+        for _ in range(per_image):
+            y, x = rng.integers(0, a.shape[0] - size + 1), rng.integers(0, a.shape[1] - size + 1)
+            out.append((f"{p.stem}@{y},{x}", np.ascontiguousarray(a[y:y + size, x:x + size])))
+    return out
+
+
+def sets(quick: bool) -> dict[str, tuple[str, list[tuple[str, np.ndarray]]]]:
+    """set name -> (model name, [(image name, (S, S, C) uint8)])."""
+    return {"fashion-mnist 28x28 grey (test set)": (FASHION_MODEL, fashion_images(20 if quick else 1000)),
+            "dev photos 32x32 RGB crops": (RGB_MODEL, dev_crops(2 if quick else 20))}
+
+
+def float_nll(model: zoo.ExactModel, images: np.ndarray) -> np.ndarray:
+    """Float-model NLL (bits) of each whole image: (N, S, S, C) uint8 -> (N,) float64."""
+    net = model.float_model()
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(x), 64):
+            b = x[s:s + 64]
+            params = net(b)
+            for i in range(len(b)):  # nll_bits averages over a batch: one image at a time
+                out.append(float(nll_bits(params[i:i + 1], b[i:i + 1])) * b[i].numel())
+    return np.array(out)
+
+
+def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path, log=print) -> dict:
+    """Measure one set (see the module docstring)."""
+    model = zoo.resolve(model_name)
+    pick = lambda ch: model  # noqa: E731 - every image of a set has the model's channel count
+    find = lambda name, digest: model  # noqa: E731
+    stack = np.stack([a for _, a in items])
+    n, s, _, c = stack.shape
+    dims = s * s * c
+    rows = []
+    t_enc = t_dec = 0.0
+    floats = float_nll(model, stack)
+    for k, (name, a) in enumerate(items):
+        img = from_array(a[:, :, 0] if c == 1 else a)
+        t0 = time.perf_counter()
+        data, stats = codec.encode_image(img, pick, tile=s, progress=False)
+        t_enc += time.perf_counter() - t0
+        row = {"image": name, "bytes": len(data), "header_bytes": len(data) - stats.payload_bytes,
+               "exact_nll_bits": stats.nll_bits, "float_nll_bits": float(floats[k]),
+               "classical_bytes": classical_sizes(a)}
+        if k < PER_FILE_DECODES:
+            t0 = time.perf_counter()
+            back = codec.decode_image(data, find, progress=False)
+            t_dec += time.perf_counter() - t0
+            if not np.array_equal(back.pixels, img.pixels):
+                raise RuntimeError(f"{name}: round trip failed")
+        rows.append(row)
+        if (k + 1) % 100 == 0:
+            log(f"  {k + 1}/{n} images")
+    # many images in one stream: a tall image whose tiles are exactly the images
+    tall = ImageData(stack.reshape(n * s, s, c), "L" if c == 1 else "RGB", {})
+    t0 = time.perf_counter()
+    stream, sstats = codec.encode_image(tall, pick, tile=s, progress=False)
+    t_stream_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back = codec.decode_image(stream, find, progress=False)
+    t_stream_dec = time.perf_counter() - t0
+    if not np.array_equal(back.pixels, tall.pixels):
+        raise RuntimeError("stream round trip failed")
+    # the user's path: CLI encode / decode of the first image in new processes (time, peak memory)
+    src, arc, out = workdir / "small.png", workdir / "small.png.arc", workdir / "small-out.png"
+    for f in (src, arc, out):
+        f.unlink(missing_ok=True)
+    write_image(src, from_array(items[0][1][:, :, 0] if c == 1 else items[0][1]))
+    t_cli_enc, mem_enc = run_cli(["encode", str(src), "--model", model_name, "-q"])
+    t_cli_dec, mem_dec = run_cli(["decode", str(arc), "-o", str(out), "-q"])
+    with Image.open(out) as im:
+        decoded = np.asarray(im)
+    if not np.array_equal(decoded.reshape(-1), items[0][1].reshape(-1)):
+        raise RuntimeError("CLI round trip failed")
+    return {
+        "model": model_name, "model_sha256": model.digest.hex(), "images": n, "size": f"{s}x{s}x{c}",
+        "dims_per_image": dims, "rows": rows,
+        "per_file_encode_images_per_s": n / t_enc,
+        "per_file_decode_images_per_s": min(n, PER_FILE_DECODES) / t_dec,
+        "per_file_decoded": min(n, PER_FILE_DECODES),
+        "stream": {"bytes": len(stream), "header_bytes": len(stream) - sstats.payload_bytes,
+                   "exact_nll_bits": sstats.nll_bits, "encode_images_per_s": n / t_stream_enc,
+                   "decode_images_per_s": n / t_stream_dec, "round_trip_exact": True},
+        "cli": {"encode_s": t_cli_enc, "decode_s": t_cli_dec, "encode_peak_mb": mem_enc,
+                "decode_peak_mb": mem_dec, "round_trip_exact": True},
+    }
+
+
+def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
+    """Measure every set; after each the results so far are saved to ``partial`` (JSON), and a
+    rerun with the same models resumes from it."""
+    from .images import machine, today
+
+    results = {"command": command, "date": today(), "machine": machine(), "quick": quick, "sets": {}}
+    if partial is not None and partial.exists():
+        old = json.loads(partial.read_text())
+        if old.get("machine", {}).get("models") == results["machine"]["models"] and old.get("quick") == quick:
+            results = old
+            log(f"resuming from {partial}")
+    workdir = Path(tempfile.mkdtemp(prefix="arcompress-small-"))
+    for name, (model, items) in sets(quick).items():
+        if name in results["sets"]:
+            continue
+        log(f"{name}: {len(items)} images, model {model}")
+        results["sets"][name] = run_set(model, items, workdir, log)
+        if partial is not None:
+            partial.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def per_image_bits(r: dict) -> dict[str, float]:
+    """Mean bits per image of every codec and of arcompress (file, exact NLL, float NLL, stream)."""
+    rows = r["rows"]
+    out = {c: 8 * float(np.mean([x["classical_bytes"][c] for x in rows])) for c in CODECS}
+    out["arcompress (one file each)"] = 8 * float(np.mean([x["bytes"] for x in rows]))
+    out["arcompress (one stream)"] = 8 * r["stream"]["bytes"] / r["images"]
+    out["exact NLL"] = float(np.mean([x["exact_nll_bits"] for x in rows]))
+    out["float NLL"] = float(np.mean([x["float_nll_bits"] for x in rows]))
+    return out
+
+
+def summarize(results: dict) -> str:
+    """Markdown for the small-image sets."""
+    m = results["machine"]
+    lines = [f"Run: `{results['command']}` on {results['date']}; CPU {m['cpu']}, {m['cores']} threads, "
+             f"GPU {m['gpu'] or 'none'}; torch {m['torch']}, imagecodecs {m['imagecodecs']}.", ""]
+    for name, r in results["sets"].items():
+        bits = per_image_bits(r)
+        dims = r["dims_per_image"]
+        best = min(CODECS, key=lambda c: bits[c])
+        lines += [f"**{name}**: {r['images']} images of {r['size']}, model `{r['model']}` "
+                  f"({r['model_sha256'][:12]}); bits per image (mean) and bits per dimension", "",
+                  "| codec | bits / image | bits / dim | vs best classical |", "|---|---:|---:|---:|"]
+        for k, v in bits.items():
+            label = f"**{k}**" if k.startswith("arcompress") else k
+            lines.append(f"| {label} | {v:.1f} | {v / dims:.3f} | {100 * (v / bits[best] - 1):+.1f} % |")
+        hb = np.mean([x["header_bytes"] for x in r["rows"]])
+        wins = sum(x["bytes"] < min(x["classical_bytes"][c] for c in CODECS) for x in r["rows"])
+        lines += ["", f"One file per image: header {hb:.0f} bytes each; smaller than every classical codec on "
+                      f"{wins} of {r['images']} images. One stream: {r['stream']['header_bytes']} header bytes "
+                      f"for all {r['images']}, decoded and checked image by image. Speed: one file each "
+                      f"{r['per_file_encode_images_per_s']:.1f} images/s encode, "
+                      f"{r['per_file_decode_images_per_s']:.1f} images/s decode (first {r['per_file_decoded']}); "
+                      f"one stream {r['stream']['encode_images_per_s']:.0f} / {r['stream']['decode_images_per_s']:.0f} "
+                      f"images/s. CLI, one image, new process: encode {r['cli']['encode_s']:.1f} s "
+                      f"({r['cli']['encode_peak_mb']:.0f} MB peak), decode {r['cli']['decode_s']:.1f} s "
+                      f"({r['cli']['decode_peak_mb']:.0f} MB peak), bit-exact.", ""]
+    return "\n".join(lines) + "\n"
