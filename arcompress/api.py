@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import audio_codec, codec, container, zoo
-from .audiofile import (FORMATS, AudioInfo, AudioWriter, is_audio_path, output_format,
-                        probe, read_blocks)
+from .audiofile import (FORMATS, AudioInfo, AudioWriter, dropped_chunks, is_audio_path,
+                        output_format, probe, read_blocks)
 from .codec import EncodeStats
 from .media import WRITERS, ImageData, from_array, read_image, write_image
 
@@ -220,7 +220,7 @@ def _encode_audio_file(src: Path, dst: Path, model, device, force, verify, progr
     size = dst.stat().st_size
     return {"input": str(src), "output": str(dst), "bytes": size, "samples": n,
             "bits_per_sample": 8 * size / max(n, 1), "model_bits_per_sample": stats.nll_bits / max(n, 1),
-            "dropped_metadata": [], "verified": verify, "kind": "audio"}
+            "dropped_metadata": dropped_chunks(src), "verified": verify, "kind": "audio"}
 
 
 def _verify_audio(arc_path, src: Path, model: zoo.ExactModel, progress) -> None:

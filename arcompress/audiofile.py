@@ -152,3 +152,55 @@ def output_format(path: str | os.PathLike, info: AudioInfo) -> tuple[str, str]:
     if not sf.check_format(fmt, subtype):
         raise AudioError(f"{Path(path).name}: {fmt} cannot hold {info.subtype} samples")
     return fmt, subtype
+
+
+#: WAV / AIFF chunks that hold the samples, their format, padding or tags we keep
+_KEPT_CHUNKS = {b"fmt ", b"data", b"fact", b"ds64", b"JUNK", b"junk", b"PAD ", b"pad ", b"FLLR",
+                b"COMM", b"SSND", b"FVER", b"NAME", b"AUTH", b"(c) ", b"ANNO", b"COMT"}
+#: FLAC metadata blocks we keep (stream info, padding, seek table, Vorbis comments: tags)
+_KEPT_FLAC_BLOCKS = {0: "STREAMINFO", 1: "PADDING", 3: "SEEKTABLE", 4: "VORBIS_COMMENT"}
+_FLAC_BLOCKS = {2: "APPLICATION", 5: "CUESHEET", 6: "PICTURE"}
+
+
+def dropped_chunks(path: str | os.PathLike, limit: int = 1 << 12) -> list[str]:
+    """Metadata in the file that arcompress does not keep: WAV/AIFF chunks other than the samples,
+    format and text tags (e.g. ``cue``, ``bext``, ``ID3``), FLAC blocks such as PICTURE or
+    CUESHEET.  Reads only the chunk headers (at most ``limit`` of them); [] if unreadable."""
+    out: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:4] == b"fLaC":
+                f.seek(4)
+                for _ in range(limit):
+                    h = f.read(4)
+                    if len(h) < 4:
+                        break
+                    kind, size = h[0] & 0x7F, int.from_bytes(h[1:4], "big")
+                    if kind not in _KEPT_FLAC_BLOCKS:
+                        out.append(_FLAC_BLOCKS.get(kind, f"block {kind}"))
+                    if h[0] & 0x80:
+                        break
+                    f.seek(size, 1)
+                return out
+            order = {b"RIFF": "little", b"RF64": "little", b"FORM": "big"}.get(head[:4])
+            if order is None or head[8:12] not in (b"WAVE", b"AIFF", b"AIFC"):
+                return out
+            for _ in range(limit):
+                h = f.read(8)
+                if len(h) < 8:
+                    break
+                cid, size = h[:4], int.from_bytes(h[4:], order)
+                if cid == b"LIST":
+                    kind = f.read(4)
+                    if kind != b"INFO":
+                        out.append(f"LIST/{kind.decode('latin-1').strip()}")
+                    size -= 4
+                elif cid not in _KEPT_CHUNKS:
+                    out.append(cid.decode("latin-1").strip() or repr(cid))
+                if cid == b"data" and size == 0xFFFFFFFF:  # RF64: the real size is in ds64
+                    break
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return []
+    return list(dict.fromkeys(out))

@@ -22,7 +22,7 @@ from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
 from .head import ExactHead, exact_bits
 from .media import ImageData, coded_planes, from_coded, to_coded
-from .pixelcnn import CachedDecoder, ExactOps, forward
+from .pixelcnn import ExactOps
 from .plan import TilePlan
 
 DEFAULT_TILE = 32
@@ -71,7 +71,7 @@ def exact_params(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tenso
     out = []
     for s in range(0, n, per):
         x = ops.embed(tiles[s:s + per].to(device), inside[s:s + per].to(device))
-        out.append(forward(ops, x).to(torch.int64).cpu())
+        out.append(model.net.forward(ops, x).to(torch.int64).cpu())
         if bar is not None:
             bar.update(int(inside[s:s + per].sum()))
     return torch.cat(out)
@@ -84,7 +84,7 @@ def _ops_on(model: zoo.ExactModel, device: torch.device) -> ExactOps:
     """The model's exact ops with weights and tables on ``device`` (cached)."""
     key = (model.digest, str(device))
     if key not in _gpu_ops:
-        _gpu_ops[key] = ExactOps(model.config, model.tensors).to(device)
+        _gpu_ops[key] = model.net.ExactOps(model.config, model.tensors).to(device)
     return _gpu_ops[key]
 
 
@@ -176,7 +176,7 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     c = model.config.channels
     ops = model.ops
     dec = Decoder(payload)
-    cache = CachedDecoder(ops, b, h, w)
+    cache = model.net.CachedDecoder(ops, b, h, w)
     head = ExactHead(ops.tables, c, model.config.mixtures)
     out = torch.zeros(b, c, h, w, dtype=torch.int64)
     ins_bool = inside[:, 0].bool()

@@ -96,11 +96,13 @@ def right_shift(x: torch.Tensor) -> torch.Tensor:
 class FloatOps(nn.Module):
     """Trainable float32 layers; activations clamped to the exact scheme's range."""
 
+    specs = staticmethod(layer_specs)  # the layer table of this architecture
+
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
         self.cfg = cfg
         self.convs = nn.ModuleDict()
-        for name, (cin, cout, k) in layer_specs(cfg).items():
+        for name, (cin, cout, k) in self.specs(cfg).items():
             conv = nn.Conv2d(cin, cout, k)
             self.convs[name.replace(".", "_")] = conv
         self.limit = fp.ACT_LIMIT / fp.ONE
@@ -132,13 +134,15 @@ class FloatOps(nn.Module):
 class ExactOps:
     """Fixed-point integer layers (values in float64), built from an exact model's tensors."""
 
+    specs = staticmethod(layer_specs)
+
     def __init__(self, cfg: PixelCNNConfig, tensors: dict[str, torch.Tensor]):
         self.cfg = cfg
         self.tables = {k: tensors[f"table.{k}"].to(torch.int64) for k in fp.TABLE_SIZES}
         fp.validate_tables(self.tables)
         self.weights: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.matrices: dict[str, torch.Tensor] = {}
-        for name, (cin, cout, k) in layer_specs(cfg).items():
+        for name, (cin, cout, k) in self.specs(cfg).items():
             wi, sh, bi = tensors[f"{name}.weight"], tensors[f"{name}.shift"], tensors[f"{name}.bias"]
             if wi.shape != (cout, cin, *k) or sh.shape != (cout,) or bi.shape != (cout,):
                 raise ValueError(f"model file: layer {name} has the wrong shape")
@@ -201,35 +205,47 @@ def _resblock(ops, x: torch.Tensor, prefix: str, pad: tuple[int, int, int, int],
     return ops.add(x, ops.gate(a, b))
 
 
-def forward(ops, x: torch.Tensor) -> torch.Tensor:
-    """Whole-image pass: embedded input (B, C+1, H, W) -> mixture parameters (B, P, H, W)."""
+def forward(ops, x: torch.Tensor, after_block=None) -> torch.Tensor:
+    """Whole-image pass: embedded input (B, C+1, H, W) -> mixture parameters (B, P, H, W).
+
+    ``after_block(ops, k, ul_in, ul, x) -> ul``, if given, runs after the k-th ``ul`` block
+    (``ul_in``: that block's input); PixelSNAIL puts its attention there.
+    """
     cfg = ops.cfg
     u = down_shift(ops.conv("u_in", F.pad(x, PAD_DOWN_2x3)))
     ul = ops.add(down_shift(ops.conv("ul_in_a", F.pad(x, PAD_DOWN_1x3))),
                  right_shift(ops.conv("ul_in_b", F.pad(x, PAD_DOWNRIGHT_2x1))))
     for i in range(cfg.blocks):
         u = _resblock(ops, u, f"u{i}", PAD_DOWN_2x3)
+        ul_in = ul
         ul = _resblock(ops, ul, f"ul{i}", PAD_DOWNRIGHT_2x2, aux=u)
+        if after_block is not None:
+            ul = after_block(ops, i, ul_in, ul, x)
     return ops.conv("out", ops.elu(ul))
 
 
 class PixelCNN(nn.Module):
     """The trainable float model: ``model(pixels, inside) -> params`` (see :func:`forward`)."""
 
+    ops_class = FloatOps
+
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
         self.cfg = cfg
-        self.ops = FloatOps(cfg)
+        self.ops = self.ops_class(cfg)
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        return forward(self.ops, x)
 
     def forward(self, pixels: torch.Tensor, inside: torch.Tensor | None = None) -> torch.Tensor:
         if inside is None:
             inside = torch.ones_like(pixels[:, :1], dtype=torch.float32)
-        return forward(self.ops, self.ops.embed(pixels, inside))
+        return self.network(self.ops.embed(pixels, inside))
 
     def float_state(self) -> dict[str, torch.Tensor]:
         """Float weights keyed by layer name ("u0.c1.weight"), for model files."""
         out = {}
-        for name in layer_specs(self.cfg):
+        for name in self.ops.specs(self.cfg):
             conv = self.ops.convs[name.replace(".", "_")]
             out[f"{name}.weight"] = conv.weight.detach().float().contiguous()
             out[f"{name}.bias"] = conv.bias.detach().float().contiguous()
@@ -237,16 +253,20 @@ class PixelCNN(nn.Module):
 
     def load_float_state(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            for name in layer_specs(self.cfg):
+            for name in self.ops.specs(self.cfg):
                 conv = self.ops.convs[name.replace(".", "_")]
                 conv.weight.copy_(state[f"{name}.weight"])
                 conv.bias.copy_(state[f"{name}.bias"])
 
 
+ARCH = "pixelcnn++"
+Config, Model = PixelCNNConfig, PixelCNN
+
+
 def convert(model: PixelCNN) -> dict[str, torch.Tensor]:
     """Float model -> exact model tensors (integer weights, shifts, biases and lookup tables)."""
     out: dict[str, torch.Tensor] = {}
-    for name in layer_specs(model.cfg):
+    for name in model.ops.specs(model.cfg):
         conv = model.ops.convs[name.replace(".", "_")]
         wi, sh, bi = fp.quantize_weight(conv.weight, conv.bias)
         fp.check_conv_bound(wi, bi, name)
@@ -336,8 +356,12 @@ class CachedDecoder:
             h = ops.add(h, self.aux_row[k][:, :, :, j:j + 1])
             h = self._ul_conv(2 * k + 1, f"ul{k}.c2", ops.concat_elu(h), j)
             a, b = h.chunk(2, dim=1)
-            ul = ops.add(ul, ops.gate(a, b))
+            ul = self.after_block(k, ul, ops.add(ul, ops.gate(a, b)), j)
         return ops.conv("out", ops.elu(ul))[:, :, 0, 0]
+
+    def after_block(self, k: int, ul_in: torch.Tensor, ul: torch.Tensor, j: int) -> torch.Tensor:
+        """The step's counterpart of ``forward``'s ``after_block`` (B, F, 1, 1); none here."""
+        return ul
 
     def commit(self, j: int, embedded: torch.Tensor) -> None:
         """Store the embedded input (B, C+1) of pixel (row, j)."""

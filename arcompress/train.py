@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .head import nll_bits
 from .pixelcnn import PixelCNN, PixelCNNConfig
+from . import zoo
 from .zoo import save_model
 
 IMAGE_SUFFIXES = {".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp"}
@@ -132,9 +133,28 @@ def evaluate(model: PixelCNN, crops: torch.Tensor, batch: int = 32) -> float:
     return total / len(crops)
 
 
+def init_from(model, spec: str, log=print) -> list[str]:
+    """Copy the float weights of model ``spec`` (a shipped name or a file) into ``model``, layer by
+    layer where name and shape match (e.g. PixelSNAIL from a PixelCNN++ of the same size): the
+    names copied."""
+    source = zoo.resolve(spec).float_model()
+    if source is None:
+        raise ValueError(f"model {spec} carries no float weights to start from")
+    theirs, ours = source.float_state(), model.float_state()
+    same = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if not same:
+        raise ValueError(f"model {spec} shares no layer with this architecture")
+    model.load_float_state({**ours, **same})
+    log(f"started from {spec}: {len(same)} of {len(ours)} weight tensors copied")
+    return sorted(same)
+
+
 def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
-          checkpoint: str | None = None, description: str = "", log=print) -> dict:
-    """Train (or resume) and write the exact model file to ``output``. Returns a summary dict."""
+          checkpoint: str | None = None, description: str = "", log=print, init: str | None = None) -> dict:
+    """Train (or resume) and write the exact model file to ``output``. Returns a summary dict.
+
+    ``init``: a model whose float weights start a new run (see :func:`init_from`); a checkpoint,
+    if there is one, takes precedence."""
     if opts.threads:
         torch.set_num_threads(opts.threads)
     files = list_images(images_dir)
@@ -151,10 +171,12 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
                              np.random.default_rng(12345))
 
     torch.manual_seed(opts.seed)
-    model = PixelCNN(cfg)
+    model = zoo.model_class(cfg)(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
     ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
     step, history = load_checkpoint(ckpt, cfg, model, opt, log)
+    if step == 0 and init:
+        init_from(model, init, log)
     rng = np.random.default_rng(opts.seed + step)
 
     def save_checkpoint():
@@ -193,6 +215,7 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
         "val_bpsp_float": f"{val:.4f}",
         "steps": str(step),
         "train_options": json.dumps(opts.__dict__),
+        "initialised_from": init or "",
         "history": json.dumps(history),
     }
     save_model(output, model, meta)

@@ -305,6 +305,10 @@ class WaveNet(nn.Module):
                 conv.bias.copy_(state[f"{name}.bias"])
 
 
+ARCH = "wavenet"
+Config, Model = WaveNetConfig, WaveNet
+
+
 def convert(model: WaveNet) -> dict[str, torch.Tensor]:
     """Float model -> exact tensors (integer weights, shifts, biases, lookup tables)."""
     from . import audio_head

@@ -20,22 +20,28 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import audio_head, pixelcnn, wavenet
+from . import audio_head, pixelcnn, pixelsnail, wavenet
 from . import fixedpoint as fp
 
 FORMAT = "arcompress-model"
-ARCH = "pixelcnn++"
-AUDIO_ARCH = "wavenet"
-#: architecture -> (config class, exact ops class, float model class)
-ARCHES = {ARCH: (pixelcnn.PixelCNNConfig, pixelcnn.ExactOps, pixelcnn.PixelCNN),
-          AUDIO_ARCH: (wavenet.WaveNetConfig, wavenet.ExactOps, wavenet.WaveNet)}
+ARCH = pixelcnn.ARCH
+SNAIL_ARCH = pixelsnail.ARCH
+AUDIO_ARCH = wavenet.ARCH
+#: architecture -> its module (Config, Model, ExactOps, layer_specs, convert, forward, CachedDecoder)
+ARCHES = {m.ARCH: m for m in (pixelcnn, pixelsnail, wavenet)}
 #: shipped models: name -> file inside arcompress/models
 SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
+           "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors",
            "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
 DEFAULTS = {3: "pixelcnn-rgb", 1: "pixelcnn-gray"}
 #: the default audio model
 AUDIO_DEFAULT = "wavenet-audio"
+
+
+def model_class(cfg):
+    """The float model class of a config (PixelCNN, PixelSNAIL or WaveNet)."""
+    return next(m.Model for m in ARCHES.values() if type(cfg) is m.Config)
 
 
 class ModelError(ValueError):
@@ -47,14 +53,15 @@ class ExactModel:
     """A loaded exact model: config, exact ops, and identity."""
 
     name: str
-    config: pixelcnn.PixelCNNConfig | wavenet.WaveNetConfig
+    config: pixelcnn.PixelCNNConfig | pixelsnail.PixelSNAILConfig | wavenet.WaveNetConfig
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the file it was loaded from
     arch: str = ARCH
 
     def __post_init__(self):
-        self.ops = ARCHES[self.arch][1](self.config, self.tensors)
+        self.net = ARCHES[self.arch]
+        self.ops = self.net.ExactOps(self.config, self.tensors)
         self.digest = digest(self.config, self.tensors, self.arch)
 
     def matches(self, recorded: bytes) -> bool:
@@ -69,13 +76,13 @@ class ExactModel:
         """The float model this exact model was converted from, if the file carries it."""
         if not any(k.startswith("float.") for k in self.tensors):
             return None
-        model = ARCHES[self.arch][2](self.config)
+        model = self.net.Model(self.config)
         model.load_float_state({k[6:]: v for k, v in self.tensors.items() if k.startswith("float.")})
         return model.eval()
 
 
 def exact_keys(cfg, arch: str = ARCH) -> list[str]:
-    specs = pixelcnn.layer_specs(cfg) if arch == ARCH else wavenet.layer_specs(cfg)
+    specs = ARCHES[arch].layer_specs(cfg)
     keys = [f"{n}.{p}" for n in specs for p in ("weight", "shift", "bias")]
     keys += [f"table.{k}" for k in fp.TABLE_SIZES]
     if arch == AUDIO_ARCH:
@@ -97,10 +104,10 @@ def digest(cfg, tensors: dict[str, torch.Tensor], arch: str = ARCH) -> bytes:
 
 def save_model(path: str | os.PathLike, model, metadata: dict[str, str] | None = None) -> None:
     """Convert a float model (PixelCNN or WaveNet) and write it as a model file (atomically)."""
-    audio = isinstance(model, wavenet.WaveNet)
-    tensors = wavenet.convert(model) if audio else pixelcnn.convert(model)
+    net = next(m for m in ARCHES.values() if type(model) is m.Model)
+    tensors = net.convert(model)
     tensors.update({f"float.{k}": v for k, v in model.float_state().items()})
-    meta = {"format": FORMAT, "arch": AUDIO_ARCH if audio else ARCH, "scheme": str(fp.SCHEME_VERSION),
+    meta = {"format": FORMAT, "arch": net.ARCH, "scheme": str(fp.SCHEME_VERSION),
             "config": json.dumps(model.cfg.to_dict())}
     meta.update(metadata or {})
     path = Path(path)
@@ -131,7 +138,7 @@ def load_model(path: str | os.PathLike, name: str | None = None) -> ExactModel:
         raise ModelError(f"{path}: exact scheme version {meta.get('scheme')} is not supported "
                          f"(this arcompress uses {fp.SCHEME_VERSION})")
     try:
-        cfg = ARCHES[arch][0].from_dict(json.loads(meta["config"]))
+        cfg = ARCHES[arch].Config.from_dict(json.loads(meta["config"]))
         missing = [k for k in exact_keys(cfg, arch) if k not in tensors]
         if missing:
             raise ValueError(f"missing tensors {missing[:3]}")

@@ -1,4 +1,4 @@
-"""``python -m benchmarks run [--quick] [--update] [--set images|small|audio|all]``: measure, write
+"""``python -m benchmarks run [--quick] [--update] [--set images|small|models|audio|all]``: measure, write
 benchmarks/results/*.json and *.md, the plots and the README sections; ``table`` rewrites the
 markdown, plots and README from the saved JSON; ``fetch-data`` downloads the evaluation sets that
 are not in ../shared/data (audio, Fashion-MNIST)."""
@@ -8,9 +8,9 @@ import json
 import shutil
 import sys
 
-from . import audio, images, report, small
+from . import audio, images, models, report, small
 
-MODULES = {"images": images, "small": small, "audio": audio}
+MODULES = {"images": images, "small": small, "models": models, "audio": audio}
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
 
 
 def measure(which: str, quick: bool, update: bool, command: str, path) -> dict:
-    """Run one benchmark; images and small resume from their partial file after an interruption."""
+    """Run one benchmark; all but audio resume from their partial file after an interruption."""
     partial = images.RESULTS / f"{path.stem}.partial.json"
     if which == "audio":
         if update and path.exists():
@@ -56,7 +56,7 @@ def measure(which: str, quick: bool, update: bool, command: str, path) -> dict:
         return audio.run(quick, command)
     if update and path.exists() and not partial.exists():
         shutil.copy(path, partial)  # resume from the saved results: only missing rows are measured
-    results = (images.run if which == "images" else small.run)(quick, command, partial)
+    results = MODULES[which].run(quick, command, partial)
     if update:
         results.setdefault("updates", []).append({"command": command, "date": images.today()})
     partial.unlink(missing_ok=True)

@@ -232,6 +232,21 @@ def tiling_tradeoff(images: list[ImageData], tiles=(16, 32, 64)) -> list[dict]:
 
 # ----------------------------------------------------------------------------- driver
 
+def start_results(quick: bool, command: str, partial: Path | None, log=print, **fields) -> dict:
+    """A fresh results dict (command, date, machine, quick, ``fields``), or the saved ``partial``
+    one when its models are still shipped unchanged (models added since do not matter) and
+    ``quick`` is the same: a rerun resumes."""
+    results = {"command": command, "date": today(), "machine": machine(), "quick": quick, **fields}
+    if partial is not None and partial.exists():
+        old = json.loads(partial.read_text())
+        now = results["machine"]["models"]
+        same = all(now.get(k) == v for k, v in old.get("machine", {}).get("models", {}).items())
+        if same and old.get("quick") == quick:
+            log(f"resuming from {partial}")
+            return old
+    return results
+
+
 def today() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -254,13 +269,7 @@ def machine() -> dict:
 def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
     """Measure everything; after each step the results so far are saved to ``partial`` (JSON),
     and a rerun with the same models resumes from it."""
-    results = {"command": command, "date": today(), "machine": machine(),
-               "quick": quick, "sets": {}}
-    if partial is not None and partial.exists():
-        old = json.loads(partial.read_text())
-        if old.get("machine", {}).get("models") == results["machine"]["models"] and old.get("quick") == quick:
-            results = old
-            log(f"resuming from {partial}")
+    results = start_results(quick, command, partial, log, sets={})
 
     def save():
         if partial is not None:

@@ -35,7 +35,7 @@ from arcompress import codec, zoo
 from arcompress.head import nll_bits
 from arcompress.media import ImageData, from_array, write_image
 
-from .images import CODECS, DATA as DEV, classical_sizes, load, run_cli
+from .images import CODECS, DATA as DEV, classical_sizes, load, run_cli, start_results
 
 DATA = Path(__file__).resolve().parent / "data"
 FASHION = DATA / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
@@ -165,14 +165,7 @@ def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path,
 def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
     """Measure every set; after each the results so far are saved to ``partial`` (JSON), and a
     rerun with the same models resumes from it."""
-    from .images import machine, today
-
-    results = {"command": command, "date": today(), "machine": machine(), "quick": quick, "sets": {}}
-    if partial is not None and partial.exists():
-        old = json.loads(partial.read_text())
-        if old.get("machine", {}).get("models") == results["machine"]["models"] and old.get("quick") == quick:
-            results = old
-            log(f"resuming from {partial}")
+    results = start_results(quick, command, partial, log, sets={})
     workdir = Path(tempfile.mkdtemp(prefix="arcompress-small-"))
     for name, (model, items) in sets(quick).items():
         if name in results["sets"]:

@@ -8,19 +8,24 @@ import torch
 
 from arcompress import zoo
 from arcompress.pixelcnn import PixelCNN, PixelCNNConfig
+from arcompress.pixelsnail import PixelSNAIL, PixelSNAILConfig
 
 
 def make_model(path, channels: int, filters: int = 8, blocks: int = 2, mixtures: int = 3,
-               seed: int = 0, gain: float = 1.0) -> zoo.ExactModel:
-    """A small random-weight model written as a model file and loaded back.
+               seed: int = 0, gain: float = 1.0, snail: bool = False) -> zoo.ExactModel:
+    """A small random-weight model (PixelCNN++, or PixelSNAIL if ``snail``) written as a model
+    file and loaded back.
 
     ``gain`` scales every weight: large gains drive activations into the clamps and the lookup
     tables' ends (worst case for exactness).
     """
     torch.manual_seed(seed)
-    model = PixelCNN(PixelCNNConfig(channels=channels, filters=filters, blocks=blocks, mixtures=mixtures))
+    shape = dict(channels=channels, filters=filters, blocks=blocks, mixtures=mixtures)
+    model = PixelSNAIL(PixelSNAILConfig(**shape, key=4, value=8)) if snail else PixelCNN(PixelCNNConfig(**shape))
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
+            if "att" in name and "_o." in name:  # the attention outputs start at zero: make them count
+                p.normal_(0, 0.3)
             p.mul_(gain)
     zoo.save_model(path, model, {"name": path.stem})
     return zoo.load_model(path)
@@ -38,6 +43,24 @@ def loud_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("loud")
     return {1: make_model(d / "loud-gray.safetensors", 1, seed=1, gain=40.0),
             3: make_model(d / "loud-rgb.safetensors", 3, seed=2, gain=40.0)}
+
+
+@pytest.fixture(scope="session")
+def snail_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("snail")
+    return {1: make_model(d / "snail-gray.safetensors", 1, seed=3, snail=True),
+            3: make_model(d / "snail-rgb.safetensors", 3, seed=4, snail=True)}
+
+
+@pytest.fixture(scope="session")
+def loud_snail_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("loud-snail")
+    return {1: make_model(d / "loud-snail-gray.safetensors", 1, seed=5, gain=40.0, snail=True),
+            3: make_model(d / "loud-snail-rgb.safetensors", 3, seed=6, gain=40.0, snail=True)}
+
+
+#: the image model fixtures every exactness test runs on
+IMAGE_MODEL_FIXTURES = ["tiny_models", "snail_models"]
 
 
 def natural_image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:

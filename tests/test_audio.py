@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from arcompress import audio_codec, container
+from arcompress import audio_codec, audiofile, container
 from arcompress.audio_head import ExactAudioHead, chunk_lpc, exact_lpc, exact_lpc_step, residual
 from arcompress.audiofile import AudioInfo
 from arcompress.cli import main
@@ -194,6 +194,43 @@ def test_cli_roundtrip(tmp_path, audio_models, ext, subtype, channels):
     r = run("decode", "--model", model, f"{src}.arc", "-o", tmp_path / "as.wav")
     assert r.exit_code == 0, r.output
     assert sf.info(tmp_path / "as.wav").format == "WAV"
+
+
+def _add_chunk(path, cid: bytes, body: bytes, order: str) -> None:
+    """Append a chunk to a RIFF / FORM file and fix the outer size."""
+    data = bytearray(path.read_bytes())
+    data += cid + len(body).to_bytes(4, order) + body + (b"\0" if len(body) % 2 else b"")
+    data[4:8] = (len(data) - 8).to_bytes(4, order)
+    path.write_bytes(bytes(data))
+
+
+def test_cli_names_metadata_it_does_not_keep(tmp_path, audio_models):
+    """Cue points, broadcast-wave and ID3 chunks are not kept: the CLI says so (tags are kept)."""
+    native = tone(300, 1, 16)
+    wav, aiff, flac = tmp_path / "a.wav", tmp_path / "a.aiff", tmp_path / "a.flac"
+    for p in (wav, aiff, flac):
+        with sf.SoundFile(p, "w", 8000, 1, "PCM_16") as f:
+            f.title = "kept"
+            f.write(native << 16)
+    _add_chunk(wav, b"cue ", b"\0" * 4, "little")
+    _add_chunk(wav, b"bext", b"x" * 7, "little")
+    _add_chunk(aiff, b"ID3 ", b"\0" * 10, "big")
+    assert audiofile.dropped_chunks(wav) == ["cue", "bext"]
+    assert audiofile.dropped_chunks(aiff) == ["ID3"]
+    assert audiofile.dropped_chunks(flac) == []
+    pic = tmp_path / "p.flac"  # a FLAC with an APPLICATION block after STREAMINFO
+    data = bytearray(flac.read_bytes())
+    last = data[4] & 0x80
+    data[4] &= 0x7F
+    pic.write_bytes(bytes(data[:42]) + bytes([2 | last]) + (8).to_bytes(3, "big") + b"TEST1234" + bytes(data[42:]))
+    assert audiofile.dropped_chunks(pic) == ["APPLICATION"]
+    assert np.array_equal(sf.read(pic, dtype="int32")[0] >> 16, native[:, 0])
+    assert audiofile.dropped_chunks(tmp_path / "missing.wav") == []
+    model = audio_models["tiny"].source
+    r = run("encode", "--model", model, wav)
+    assert r.exit_code == 0 and "metadata not kept: cue, bext" in r.output
+    r = run("encode", "--model", model, flac)
+    assert r.exit_code == 0 and "not kept" not in r.output
 
 
 def test_cli_audio_errors(tmp_path, audio_models):

@@ -1,4 +1,5 @@
-"""Encode once, decode anywhere: the batched pass and the cached decoder agree bit for bit."""
+"""Encode once, decode anywhere: the batched pass and the cached decoder agree bit for bit,
+for PixelCNN++ and PixelSNAIL (every test runs on both)."""
 
 import numpy as np
 import pytest
@@ -7,20 +8,21 @@ import torch
 from arcompress import codec
 from arcompress.head import ExactHead
 from arcompress.media import from_array
-from arcompress.pixelcnn import CachedDecoder, forward
 from arcompress.plan import TilePlan
 
-from conftest import WORST_CASES, natural_image
+from conftest import IMAGE_MODEL_FIXTURES, WORST_CASES, natural_image
+
+models = pytest.mark.parametrize("which", IMAGE_MODEL_FIXTURES)
 
 
 def batched_params(model, tiles, inside):
-    return forward(model.ops, model.ops.embed(tiles, inside)).to(torch.int64)
+    return model.net.forward(model.ops, model.ops.embed(tiles, inside)).to(torch.int64)
 
 
 def cached_params(model, tiles, inside):
     """Teacher-forced cached decoder: params (B, P, h, w) computed pixel by pixel."""
     b, c, h, w = tiles.shape
-    dec = CachedDecoder(model.ops, b, h, w)
+    dec = model.net.CachedDecoder(model.ops, b, h, w)
     out = torch.zeros(b, model.ops.weights["out"][0].shape[0], h, w, dtype=torch.int64)
     emb = model.ops.embed(tiles, inside)
     for i in range(h):
@@ -43,7 +45,7 @@ def head_tables(model, params, pixels):
 
 
 @pytest.mark.parametrize("kind", sorted(WORST_CASES))
-@pytest.mark.parametrize("which", ["tiny_models", "loud_models"])
+@pytest.mark.parametrize("which", IMAGE_MODEL_FIXTURES + ["loud_models", "loud_snail_models"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_batched_equals_incremental(kind, which, channels, request):
     model = request.getfixturevalue(which)[channels]
@@ -58,17 +60,20 @@ def test_batched_equals_incremental(kind, which, channels, request):
     assert bool((t1.sum(-1) == 1 << 24).all()) and int(t1.min()) >= 1
 
 
-def test_loud_model_really_saturates(loud_models):
+@pytest.mark.parametrize("which", ["loud_models", "loud_snail_models"])
+def test_loud_model_really_saturates(which, request):
     """The worst-case model must actually reach the activation clamps and table ends."""
-    model = loud_models[3]
+    model = request.getfixturevalue(which)[3]
     tiles = torch.from_numpy(natural_image(8, 8, 3)).permute(2, 0, 1)[None]
     params = batched_params(model, tiles, torch.ones(1, 1, 8, 8))
     from arcompress import fixedpoint as fp
     assert int(params.abs().max()) == fp.ACT_LIMIT
 
 
+@models
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (7, 9), (13, 5)])
-def test_odd_shapes_round_trip(tiny_models, shape):
+def test_odd_shapes_round_trip(which, shape, request):
+    tiny_models = request.getfixturevalue(which)
     for c in (1, 3):
         a = natural_image(*shape, c)
         data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=4, group=3)
@@ -76,9 +81,10 @@ def test_odd_shapes_round_trip(tiny_models, shape):
         assert np.array_equal(back.pixels, from_array(a).pixels)
 
 
-def test_lock_step_composition_does_not_change_tables(tiny_models):
+@models
+def test_lock_step_composition_does_not_change_tables(which, request):
     """A tile's parameters are the same alone, with other tiles, and in another order."""
-    model = tiny_models[3]
+    model = request.getfixturevalue(which)[3]
     img = torch.from_numpy(natural_image(16, 24, 3, seed=3)).permute(2, 0, 1)
     tiles, inside = TilePlan(16, 24, 8, 64).split(img)
     together = cached_params(model, tiles, inside)
@@ -89,7 +95,9 @@ def test_lock_step_composition_does_not_change_tables(tiny_models):
     assert torch.equal(together[order], subset)
 
 
-def test_thread_count_does_not_change_bytes(tiny_models):
+@models
+def test_thread_count_does_not_change_bytes(which, request):
+    tiny_models = request.getfixturevalue(which)
     a = natural_image(24, 20, 3, seed=4)
     n = torch.get_num_threads()
     try:
@@ -108,8 +116,10 @@ def test_thread_count_does_not_change_bytes(tiny_models):
     assert np.array_equal(back.pixels, a)
 
 
+@models
 @pytest.mark.parametrize("tile,group", [(4, 1), (8, 2), (32, 256)])
-def test_tiling_and_grouping_round_trip(tiny_models, tile, group):
+def test_tiling_and_grouping_round_trip(which, tile, group, request):
+    tiny_models = request.getfixturevalue(which)
     a = natural_image(12, 10, 3, seed=6)
     data, stats = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=tile, group=group)
     assert np.array_equal(codec.decode_image(data, lambda n, d: tiny_models[3]).pixels, a)
@@ -117,7 +127,9 @@ def test_tiling_and_grouping_round_trip(tiny_models, tile, group):
     assert stats.payload_bytes * 8 >= stats.nll_bits
 
 
-def test_parallel_segment_decoding_matches_serial(tiny_models):
+@models
+def test_parallel_segment_decoding_matches_serial(which, request):
+    tiny_models = request.getfixturevalue(which)
     a = natural_image(40, 36, 3, seed=8)
     data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, group=6)
     finder = lambda n, d: tiny_models[3]  # noqa: E731

@@ -1,0 +1,122 @@
+"""PixelSNAIL beside PixelCNN++ on the same pixels and tiles: NLL, bits written, speed.
+
+Data: central crops of every USC-SIPI dev image and of ``flower_foveon_rgb`` (RGB; never trained
+on).  For each image and each model: the float model's NLL, the exact model's NLL and the bits
+written (header included), encode and decode time in this process (decode: the default 2
+processes for images of 32 768 pixels or more), and a bit-exact check of the round trip.  Then,
+for PixelSNAIL, the tile size: attention covers the whole past *of the tile*, so the tile bounds
+both what a pixel can see and what a decoding step costs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from arcompress import codec, zoo
+from arcompress.media import ImageData
+
+from .images import DATA, float_nll_bits, load, start_results
+
+MODELS = ["pixelcnn-rgb", "pixelsnail"]
+
+
+def images(quick: bool) -> list[tuple[str, ImageData]]:
+    crop = 64 if quick else 128
+    paths = sorted((DATA / "usc-sipi-color").glob("*.png"))
+    paths = paths[:2] if quick else paths + [DATA / "imagecompression-info" / "flower_foveon_rgb.png"]
+    return [(p.name, load(p, crop)) for p in paths]
+
+
+def measure(name: str, img: ImageData, tile: int = codec.DEFAULT_TILE) -> dict:
+    model = zoo.resolve(name)
+    pick = lambda ch: model  # noqa: E731
+    n = img.pixels.size
+    t0 = time.perf_counter()
+    data, stats = codec.encode_image(img, pick, tile=tile, progress=False)
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back = codec.decode_image(data, lambda *_: model, progress=False)
+    t_dec = time.perf_counter() - t0
+    if not np.array_equal(back.pixels, img.pixels):
+        raise RuntimeError(f"{name}: round trip failed")
+    px = img.pixels.shape[0] * img.pixels.shape[1]
+    return {"bpsp_written": 8 * len(data) / n, "bpsp_exact_nll": stats.nll_bits / n,
+            "bpsp_float_nll": float_nll_bits(img, tile, pick) / n, "encode_px_per_s": px / t_enc,
+            "decode_px_per_s": px / t_dec, "round_trip_exact": True}
+
+
+def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
+    results = start_results(quick, command, partial, log, rows=[], tiles=[])
+
+    def save():
+        if partial is not None:
+            partial.write_text(json.dumps(results, indent=1))
+
+    done = {(r["image"], r["model"]) for r in results["rows"]}
+    items = images(quick)
+    for image, img in items:
+        for name in MODELS:
+            if (image, name) in done:
+                continue
+            row = {"image": image, "model": name, "size": f"{img.pixels.shape[1]}x{img.pixels.shape[0]}",
+                   "subpixels": img.pixels.size, **measure(name, img)}
+            results["rows"].append(row)
+            save()
+            log(f"{image} {name}: {row['bpsp_written']:.3f} bpsp, decode {row['decode_px_per_s']:.0f} px/s")
+    done_tiles = {r["tile"] for r in results["tiles"]}
+    probes = items[:2]
+    for tile in (8, 16) if quick else (16, 32, 64):
+        if tile in done_tiles:
+            continue
+        rows = [measure("pixelsnail", img, tile) for _, img in probes]
+        n = sum(img.pixels.size for _, img in probes)
+        px = sum(img.pixels.shape[0] * img.pixels.shape[1] for _, img in probes)
+        results["tiles"].append({
+            "tile": tile, "images": [i for i, _ in probes],
+            "bpsp_written": sum(r["bpsp_written"] * img.pixels.size for r, (_, img) in zip(rows, probes)) / n,
+            "decode_px_per_s": px / sum(img.pixels.shape[0] * img.pixels.shape[1] / r["decode_px_per_s"]
+                                        for r, (_, img) in zip(rows, probes))})
+        save()
+        log(f"pixelsnail tile {tile}: {results['tiles'][-1]}")
+    return results
+
+
+def summarize(results: dict) -> str:
+    rows = results["rows"]
+    m = results["machine"]
+    lines = [f"Run: `{results['command']}` on {results['date']}; CPU {m['cpu']}, {m['cores']} threads, "
+             f"GPU {m['gpu'] or 'none'}; torch {m['torch']}.", "",
+             "| model | images | float NLL | exact NLL | bits written | encode px/s | decode px/s | round trips |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name in MODELS:
+        g = [r for r in rows if r["model"] == name]
+        if not g:
+            continue
+        n = sum(r["subpixels"] for r in g)
+        px = n / 3
+        avg = {k: sum(r[k] * r["subpixels"] for r in g) / n for k in ("bpsp_float_nll", "bpsp_exact_nll", "bpsp_written")}
+        enc = px / sum(r["subpixels"] / 3 / r["encode_px_per_s"] for r in g)
+        dec = px / sum(r["subpixels"] / 3 / r["decode_px_per_s"] for r in g)
+        lines.append(f"| `{name}` | {len(g)} | {avg['bpsp_float_nll']:.4f} | {avg['bpsp_exact_nll']:.4f} | "
+                     f"**{avg['bpsp_written']:.4f}** | {enc:.0f} | {dec:.0f} | "
+                     f"{'all exact' if all(r['round_trip_exact'] for r in g) else 'FAILED'} |")
+    lines += ["", "Per image (bits per sub-pixel written, header included):", "",
+              "| image | size | " + " | ".join(MODELS) + " | PixelSNAIL vs PixelCNN++ |",
+              "|---|---|" + "---:|" * (len(MODELS) + 1)]
+    for image in dict.fromkeys(r["image"] for r in rows):
+        by = {r["model"]: r for r in rows if r["image"] == image}
+        if len(by) < len(MODELS):
+            continue
+        a, b = by[MODELS[0]]["bpsp_written"], by[MODELS[1]]["bpsp_written"]
+        lines.append(f"| {image} | {by[MODELS[0]]['size']} | {a:.3f} | {b:.3f} | {100 * (b / a - 1):+.2f} % |")
+    if results["tiles"]:
+        lines += ["", f"PixelSNAIL tile size (attention covers the tile's whole past; "
+                      f"{', '.join(results['tiles'][0]['images'])}):", "",
+                  "| tile | positions attended (at most) | bits written | decode px/s |", "|---:|---:|---:|---:|"]
+        for t in results["tiles"]:
+            lines.append(f"| {t['tile']} | {t['tile'] ** 2 - 1} | {t['bpsp_written']:.4f} | {t['decode_px_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
