@@ -31,7 +31,7 @@ AUDIO_ARCH = wavenet.ARCH
 ARCHES = {m.ARCH: m for m in (pixelcnn, pixelsnail, wavenet)}
 #: shipped models: name -> file inside arcompress/models
 SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
-           "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors",
+           "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
            "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
 DEFAULTS = {3: "pixelcnn-rgb", 1: "pixelcnn-gray"}

@@ -25,7 +25,7 @@ MODELS = ["pixelcnn-rgb", "pixelsnail"]
 
 
 def images(quick: bool) -> list[tuple[str, ImageData]]:
-    crop = 64 if quick else 128
+    crop = 64 if quick else 256
     paths = sorted((DATA / "usc-sipi-color").glob("*.png"))
     paths = paths[:2] if quick else paths + [DATA / "imagecompression-info" / "flower_foveon_rgb.png"]
     return [(p.name, load(p, crop)) for p in paths]

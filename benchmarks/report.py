@@ -24,7 +24,7 @@ PAPERS = [
     ("Gated PixelCNN", "van den Oord et al. 2016, Conditional Image Generation with PixelCNN Decoders",
      3.03, 3.83, 3.57),
     ("PixelCNN++", "Salimans et al. 2017", 2.92, None, None),
-    ("PixelSNAIL", "Chen et al. 2018", 2.85, 3.80, None),
+    ("PixelSNAIL", "Chen et al. 2018", 2.85, 3.80, 3.52),
 ]
 
 

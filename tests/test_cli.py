@@ -1,5 +1,6 @@
 """The command line: round trips for every mode and format, metadata, and every error path."""
 
+import json
 import subprocess
 import sys
 
@@ -196,14 +197,17 @@ def test_module_entry_point_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["flat", "zeros", "saturated", "checker", "noise"])
-@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 13, 1), (11, 1, 3), (9, 7, 4), (5, 6, 2)])
-def test_worst_cases_round_trip_through_cli_with_shipped_models(tmp_path, kind, shape):
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 13, 1), (11, 1, 3), (9, 7, 4), (5, 6, 2), (34, 33, 3)])
+@pytest.mark.parametrize("model", [None, "pixelsnail"])
+def test_worst_cases_round_trip_through_cli_with_shipped_models(tmp_path, kind, shape, model):
     from conftest import WORST_CASES
     a = WORST_CASES[kind](*shape)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[shape[2]]
     src = tmp_path / "w.png"
     Image.fromarray(a[:, :, 0] if shape[2] == 1 else a, mode).save(src)
-    assert run("encode", src, "-q", "--verify").exit_code == 0
+    assert run("encode", src, "-q", "--verify", *(["--model", model] if model else [])).exit_code == 0
+    if model and shape[2] in (3, 4):
+        assert json.loads(run("info", "--json", f"{src}.arc").output)["models"][0]["name"] == model
     assert run("decode", f"{src}.arc", "-o", tmp_path / "w2.png", "-q").exit_code == 0
     assert np.array_equal(pixels(src)[1], pixels(tmp_path / "w2.png")[1])
 
