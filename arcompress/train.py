@@ -149,6 +149,41 @@ def init_from(model, spec: str, log=print) -> list[str]:
     return sorted(same)
 
 
+def run_steps(model, opt: torch.optim.Optimizer, opts, step: int, history: list, loss, validate, save,
+              key: str, unit: str) -> int:
+    """The optimisation loop shared by image and audio training, from ``step`` to ``opts.steps``.
+
+    ``loss()``: the loss of a fresh training batch; ``validate()``: the validation loss; every
+    ``opts.checkpoint_every`` steps (and at the end) the losses are appended to ``history``
+    (``train_<key>``, ``val_<key>``) and ``save(step)`` writes the checkpoint.  Returns the step
+    reached.  The learning rate is ``opts.lr * opts.lr_decay ** (step / 10)``."""
+    model.train()
+    t0 = time.time()
+    bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=None)
+    ema = None
+    while step < opts.steps:
+        for g in opt.param_groups:
+            g["lr"] = opts.lr * opts.lr_decay ** (step / 10)
+        value = loss()
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        lv = float(value.detach())
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix({key: f"{ema:.3f}"})
+        if step % opts.checkpoint_every == 0 or step == opts.steps:
+            val = validate()
+            history.append({"step": step, f"train_{key}": round(ema, 4), f"val_{key}": round(val, 4),
+                            "seconds": round(time.time() - t0, 1)})
+            bar.write(f"step {step}: train {ema:.4f} val {val:.4f} {unit}")
+            save(step)
+    bar.close()
+    return step
+
+
 def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
           checkpoint: str | None = None, description: str = "", log=print, init: str | None = None) -> dict:
     """Train (or resume) and write the exact model file to ``output``. Returns a summary dict.
@@ -179,34 +214,14 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
         init_from(model, init, log)
     rng = np.random.default_rng(opts.seed + step)
 
-    def save_checkpoint():
-        write_checkpoint(ckpt, cfg, model, opt, step, history)
-
-    model.train()
-    t0 = time.time()
-    bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=None)
-    ema = None
-    while step < opts.steps:
-        for g in opt.param_groups:
-            g["lr"] = opts.lr * opts.lr_decay ** (step / 10)
+    def loss() -> torch.Tensor:
         x = random_crops(train_imgs, opts.batch, opts.crop, rng)
-        loss = nll_bits(model(x), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        step += 1
-        lv = float(loss.detach())
-        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
-        bar.update(1)
-        bar.set_postfix(bpsp=f"{ema:.3f}")
-        if step % opts.checkpoint_every == 0 or step == opts.steps:
-            val = evaluate(model, val_crops)
-            history.append({"step": step, "train_bpsp": round(ema, 4), "val_bpsp": round(val, 4),
-                            "seconds": round(time.time() - t0, 1)})
-            bar.write(f"step {step}: train {ema:.4f} val {val:.4f} bits/sub-pixel")
-            save_checkpoint()
-    bar.close()
+        return nll_bits(model(x), x)
+
+    step = run_steps(model, opt, opts, step, history, loss=loss,
+                     validate=lambda: evaluate(model, val_crops),
+                     save=lambda at: write_checkpoint(ckpt, cfg, model, opt, at, history),
+                     key="bpsp", unit="bits/sub-pixel")
     val = evaluate(model, val_crops)
     meta = {
         "name": Path(output).stem,

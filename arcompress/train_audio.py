@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .audio_head import chunk_lpc, exact_lpc, nll_bits, residual
 from .audiofile import AUDIO_SUFFIXES, read_audio
-from .train import load_checkpoint, write_checkpoint
+from .train import load_checkpoint, run_steps, write_checkpoint
 from .wavenet import WaveNet, WaveNetConfig, embed_float, rate_feature
 
 
@@ -147,32 +145,11 @@ def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrai
     step, history = load_checkpoint(ckpt, cfg, model, opt, log)
     rng = np.random.default_rng(opts.seed + step)
 
-    def save_checkpoint():
-        write_checkpoint(ckpt, cfg, model, opt, step, history)
-
-    model.train()
-    t0 = time.time()
-    bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=None)
-    ema = None
-    while step < opts.steps:
-        opt.param_groups[0]["lr"] = opts.lr * opts.lr_decay ** (step / 10)
-        loss = batch_nll(model, random_crops(tracks, opts.batch, opts.crop, rng))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        step += 1
-        lv = float(loss.detach())
-        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
-        bar.update(1)
-        bar.set_postfix(bps=f"{ema:.3f}")
-        if step % opts.checkpoint_every == 0 or step == opts.steps:
-            val = evaluate(model, val_crops)
-            history.append({"step": step, "train_bits": round(ema, 4), "val_bits": round(val, 4),
-                            "seconds": round(time.time() - t0, 1)})
-            bar.write(f"step {step}: train {ema:.4f} val {val:.4f} bits/sample")
-            save_checkpoint()
-    bar.close()
+    step = run_steps(model, opt, opts, step, history,
+                     loss=lambda: batch_nll(model, random_crops(tracks, opts.batch, opts.crop, rng)),
+                     validate=lambda: evaluate(model, val_crops),
+                     save=lambda at: write_checkpoint(ckpt, cfg, model, opt, at, history),
+                     key="bits", unit="bits/sample")
     val = evaluate(model, val_crops)
     meta = {
         "name": Path(output).stem,
