@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fixedpoint as fp
+from .convstate import NamedConvs, exact_convs
 from .head import num_params
 
 
@@ -224,7 +225,7 @@ def forward(ops, x: torch.Tensor, after_block=None) -> torch.Tensor:
     return ops.conv("out", ops.elu(ul))
 
 
-class PixelCNN(nn.Module):
+class PixelCNN(NamedConvs, nn.Module):
     """The trainable float model: ``model(pixels, inside) -> params`` (see :func:`forward`)."""
 
     ops_class = FloatOps
@@ -242,22 +243,6 @@ class PixelCNN(nn.Module):
             inside = torch.ones_like(pixels[:, :1], dtype=torch.float32)
         return self.network(self.ops.embed(pixels, inside))
 
-    def float_state(self) -> dict[str, torch.Tensor]:
-        """Float weights keyed by layer name ("u0.c1.weight"), for model files."""
-        out = {}
-        for name in self.ops.specs(self.cfg):
-            conv = self.ops.convs[name.replace(".", "_")]
-            out[f"{name}.weight"] = conv.weight.detach().float().contiguous()
-            out[f"{name}.bias"] = conv.bias.detach().float().contiguous()
-        return out
-
-    def load_float_state(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name in self.ops.specs(self.cfg):
-                conv = self.ops.convs[name.replace(".", "_")]
-                conv.weight.copy_(state[f"{name}.weight"])
-                conv.bias.copy_(state[f"{name}.bias"])
-
 
 ARCH = "pixelcnn++"
 Config, Model = PixelCNNConfig, PixelCNN
@@ -265,14 +250,7 @@ Config, Model = PixelCNNConfig, PixelCNN
 
 def convert(model: PixelCNN) -> dict[str, torch.Tensor]:
     """Float model -> exact model tensors (integer weights, shifts, biases and lookup tables)."""
-    out: dict[str, torch.Tensor] = {}
-    for name in model.ops.specs(model.cfg):
-        conv = model.ops.convs[name.replace(".", "_")]
-        wi, sh, bi = fp.quantize_weight(conv.weight, conv.bias)
-        fp.check_conv_bound(wi, bi, name)
-        out[f"{name}.weight"] = wi.to(torch.int16)  # |W| <= WEIGHT_MAX = 2**15 - 1
-        out[f"{name}.shift"] = sh.to(torch.int32)
-        out[f"{name}.bias"] = bi
+    out = exact_convs(model)
     for k, v in fp.build_tables().items():
         out[f"table.{k}"] = v.to(torch.int32)  # every entry is below 2**28
     return out

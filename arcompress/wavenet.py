@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fixedpoint as fp
+from .convstate import NamedConvs, exact_convs
 
 IN_CHANNELS = 9
 #: mu of the mu-law input feature
@@ -170,6 +171,8 @@ def embed_float(samples: torch.Tensor, resid: torch.Tensor, ref: torch.Tensor, h
 class FloatOps(nn.Module):
     """Trainable float32 layers; activations clamped to the exact scheme's range."""
 
+    specs = staticmethod(layer_specs)
+
     def __init__(self, cfg: WaveNetConfig):
         super().__init__()
         self.cfg = cfg
@@ -272,7 +275,7 @@ def forward(ops, x: torch.Tensor) -> torch.Tensor:
     return _head(ops, skips)
 
 
-class WaveNet(nn.Module):
+class WaveNet(NamedConvs, nn.Module):
     """The trainable float model."""
 
     def __init__(self, cfg: WaveNetConfig):
@@ -289,21 +292,6 @@ class WaveNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return forward(self.ops, x)
 
-    def float_state(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for name in layer_specs(self.cfg):
-            conv = self.ops.convs[name.replace(".", "_")]
-            out[f"{name}.weight"] = conv.weight.detach().float().contiguous()
-            out[f"{name}.bias"] = conv.bias.detach().float().contiguous()
-        return out
-
-    def load_float_state(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name in layer_specs(self.cfg):
-                conv = self.ops.convs[name.replace(".", "_")]
-                conv.weight.copy_(state[f"{name}.weight"])
-                conv.bias.copy_(state[f"{name}.bias"])
-
 
 ARCH = "wavenet"
 Config, Model = WaveNetConfig, WaveNet
@@ -312,15 +300,7 @@ Config, Model = WaveNetConfig, WaveNet
 def convert(model: WaveNet) -> dict[str, torch.Tensor]:
     """Float model -> exact tensors (integer weights, shifts, biases, lookup tables)."""
     from . import audio_head
-    out: dict[str, torch.Tensor] = {}
-    for name in layer_specs(model.cfg):
-        conv = model.ops.convs[name.replace(".", "_")]
-        wi, sh, bi = fp.quantize_weight(conv.weight.unsqueeze(-2), conv.bias)
-        wi = wi.squeeze(-2)
-        fp.check_conv_bound(wi, bi, name)
-        out[f"{name}.weight"] = wi.to(torch.int16)
-        out[f"{name}.shift"] = sh.to(torch.int32)
-        out[f"{name}.bias"] = bi
+    out = exact_convs(model)
     for k, v in fp.build_tables().items():
         out[f"table.{k}"] = v.to(torch.int32)
     for k, v in audio_head.build_tables().items():
