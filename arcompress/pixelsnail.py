@@ -87,14 +87,19 @@ def causal_mask(n: int, device=None) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)
 
 
+def _grid(h: int, w: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """(1, 2, h, w): each pixel's row and column index."""
+    i = torch.arange(h, dtype=dtype, device=device).view(h, 1).expand(h, w)
+    j = torch.arange(w, dtype=dtype, device=device).view(1, w).expand(h, w)
+    return torch.stack([i, j])[None]
+
+
 class FloatOps(pixelcnn.FloatOps):
     specs = staticmethod(layer_specs)
 
     def positions(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
         """(1, 2, h, w): row / POS_SCALE and column / POS_SCALE."""
-        i = torch.arange(h, dtype=like.dtype, device=like.device).view(h, 1).expand(h, w)
-        j = torch.arange(w, dtype=like.dtype, device=like.device).view(1, w).expand(h, w)
-        return torch.stack([i, j])[None] / POS_SCALE
+        return _grid(h, w, like.dtype, like.device) / POS_SCALE
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Masked softmax attention: q, k (B, key, H, W), v (B, value, H, W) -> (B, value, H, W).
@@ -123,9 +128,8 @@ class ExactOps(pixelcnn.ExactOps):
         self.exp_lo = -fp.EXP_RANGE * fp.ONE
 
     def positions(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        i = torch.arange(h, dtype=torch.float64, device=like.device).view(h, 1).expand(h, w)
-        j = torch.arange(w, dtype=torch.float64, device=like.device).view(1, w).expand(h, w)
-        return torch.stack([i, j])[None] * (fp.ONE // POS_SCALE)
+        """The same positions in fixed point: row and column times ONE / POS_SCALE (integers)."""
+        return _grid(h, w, torch.float64, like.device) * (fp.ONE // POS_SCALE)
 
     def weights_from_scores(self, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Raw integer scores (..., N) and mask -> integer softmax weights (0 where masked)."""

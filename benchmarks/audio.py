@@ -43,16 +43,23 @@ EXCERPT_SECONDS = 5.0
 QUICK_SECONDS = 2.0
 
 
+def unpack_deb(package: str, tmp: str) -> Path:
+    """``apt-get download`` a Debian package into ``tmp`` and unpack it (no root): its root folder."""
+    subprocess.run(["apt-get", "download", package], cwd=tmp, check=True)
+    deb = next(Path(tmp).glob(f"{package}_*.deb"))
+    root = Path(tmp) / package
+    subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    return root
+
+
 def fetch(log=print) -> None:
     """Download the evaluation sets into benchmarks/data (needs apt-get and npm; no root)."""
     DATA.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "asterisk-core-sounds-it-wav"], cwd=tmp, check=True)
-        deb = next(Path(tmp).glob("asterisk-core-sounds-it-wav_*.deb"))
-        subprocess.run(["dpkg", "-x", str(deb), str(Path(tmp) / "it")], check=True)
+        root = unpack_deb("asterisk-core-sounds-it-wav", tmp)
         out = DATA / "asterisk-it"
         out.mkdir(exist_ok=True)
-        for f in sorted((Path(tmp) / "it").rglob("*.wav")):
+        for f in sorted(root.rglob("*.wav")):
             shutil.copy(f, out / f"{f.parent.name}__{f.name}")
         subprocess.run(["npm", "pack", "supersonic-scsynth-samples@0.84.2"], cwd=tmp, check=True,
                        stdout=subprocess.DEVNULL)
@@ -251,19 +258,12 @@ def cached_vs_naive(model, frames: int = 256) -> dict:
             "identical": same}
 
 
-def _wavpack_version() -> str | None:
-    exe = shutil.which("wavpack")
+def _tool_version(tool: str, flag: str) -> str | None:
+    """First line of ``tool flag`` (e.g. ``wavpack --version``), None if the tool is missing."""
+    exe = shutil.which(tool)
     if exe is None:
         return None
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    return out.splitlines()[0] if out else None
-
-
-def _ffmpeg_version() -> str | None:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        return None
-    out = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout
+    out = subprocess.run([exe, flag], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else None
 
 
@@ -279,7 +279,7 @@ def update(results: dict, quick: bool, command: str, log=print) -> dict:
             added.update(missing)
             log(f"{row['file']}: added {', '.join(missing)}")
     if added:
-        results["machine"]["ffmpeg"] = _ffmpeg_version()
+        results["machine"]["ffmpeg"] = _tool_version("ffmpeg", "-version")
         results.setdefault("updates", []).append({"command": command, "date": time.strftime("%Y-%m-%d"),
                                                   "added": sorted(added)})
     return results
@@ -294,7 +294,7 @@ def run(quick: bool, command: str, log=print) -> dict:
 
     results = {"command": command, "machine": {**machine(), "soundfile": sf.__version__,
                                                "libsndfile": sf.__libsndfile_version__,
-                                               "wavpack": _wavpack_version(), "ffmpeg": _ffmpeg_version()},
+                                               "wavpack": _tool_version("wavpack", "--version"), "ffmpeg": _tool_version("ffmpeg", "-version")},
                "date": datetime.date.today().isoformat(), "model": model.name,
                "model_sha256": model.digest.hex(), "trained_on": model.metadata.get("trained_on", ""),
                "excerpt_seconds": QUICK_SECONDS if quick else EXCERPT_SECONDS, "chunk": audio_codec.DEFAULT_CHUNK,

@@ -77,6 +77,16 @@ def _bars(ax, table: dict[str, dict[str, float]], ylabel: str) -> None:
     ax.legend(fontsize=7, ncol=2)
 
 
+def _tradeoff(ax, rows: list[dict], knob: str, x: str, y: str, xlabel: str, ylabel: str, title: str) -> None:
+    """Bits against decoding speed, one labelled point per setting of ``knob``."""
+    ax.plot([r[x] for r in rows], [r[y] for r in rows], "o-")
+    for r in rows:
+        ax.annotate(f"{knob} {r[knob]}", (r[x], r[y]), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+
+
 def plots(results: Path, imgs, small, aud) -> list[str]:
     import matplotlib
 
@@ -97,20 +107,11 @@ def plots(results: Path, imgs, small, aud) -> list[str]:
         written.append("overview.png")
     if imgs and aud:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        t = imgs["tiling"]
-        axes[0].plot([r["decode_px_per_s"] for r in t], [r["bpsp_written"] for r in t], "o-")
-        for r in t:
-            axes[0].annotate(f"tile {r['tile']}", (r["decode_px_per_s"], r["bpsp_written"]), fontsize=8)
-        axes[0].set_xlabel("decode pixels / s (2 cores)")
-        axes[0].set_ylabel("bits per sub-pixel")
-        axes[0].set_title(f"images: tile size ({t[0]['probe']} probes)")
-        c = aud["chunks"]
-        axes[1].plot([r["decode_samples_per_s"] for r in c], [r["bits_per_sample"] for r in c], "o-")
-        for r in c:
-            axes[1].annotate(f"chunk {r['chunk']}", (r["decode_samples_per_s"], r["bits_per_sample"]), fontsize=8)
-        axes[1].set_xlabel("decode samples / s (1 process)")
-        axes[1].set_ylabel("bits per sample")
-        axes[1].set_title("audio: chunk size")
+        _tradeoff(axes[0], imgs["tiling"], "tile", "decode_px_per_s", "bpsp_written",
+                  "decode pixels / s (2 cores)", "bits per sub-pixel",
+                  f"images: tile size ({imgs['tiling'][0]['probe']} probes)")
+        _tradeoff(axes[1], aud["chunks"], "chunk", "decode_samples_per_s", "bits_per_sample",
+                  "decode samples / s (1 process)", "bits per sample", "audio: chunk size")
         fig.tight_layout()
         fig.savefig(results / "speed.png", dpi=90)
         plt.close(fig)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from arcompress import codec, zoo
 from arcompress.head import nll_bits
 from arcompress.media import ImageData, from_array, write_image
 
+from .audio import unpack_deb
 from .images import CODECS, DATA as DEV, classical_sizes, load, run_cli, start_results
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -49,11 +49,9 @@ def fetch(log=print) -> None:
     """Download the Fashion-MNIST test images into benchmarks/data (apt-get download; no root)."""
     DATA.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=tmp, check=True)
-        deb = next(Path(tmp).glob("dataset-fashion-mnist_*.deb"))
-        subprocess.run(["dpkg", "-x", str(deb), str(Path(tmp) / "x")], check=True)
+        root = unpack_deb("dataset-fashion-mnist", tmp)
         FASHION.parent.mkdir(exist_ok=True)
-        shutil.copy(next((Path(tmp) / "x").rglob(FASHION.name)), FASHION)
+        shutil.copy(next(root.rglob(FASHION.name)), FASHION)
     log(f"Fashion-MNIST test images in {FASHION}")
 
 
