@@ -146,14 +146,17 @@ def info(inputs, as_json):
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model file to write (.safetensors).")
-@click.option("--arch", type=click.Choice(["auto", "pixelcnn", "pixelsnail", "wavenet"]), default="auto",
-              show_default=True, help="pixelcnn: an image model (PixelCNN++); pixelsnail: an image model with "
-              "causal self-attention; wavenet: an audio model; auto: pixelcnn or wavenet by what DATA_DIR holds.")
+@click.option("--arch", type=click.Choice(["auto", "pixelcnn", "multires", "pixelsnail", "wavenet"]), default="auto",
+              show_default=True, help="pixelcnn: an image model (PixelCNN++, single resolution); multires: "
+              "PixelCNN++ with its strided multi-resolution U-net; pixelsnail: an image model with causal "
+              "self-attention; wavenet: an audio model; auto: pixelcnn or wavenet by what DATA_DIR holds.")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True,
               help="Images: 3 for an RGB model; 1 for a grey model (colour images are converted to grey).")
 @click.option("--filters", default=48, show_default=True, help="Images: feature maps per stream.")
 @click.option("--blocks", default=3, show_default=True, help="Images: gated resnet blocks per stream "
-              "(PixelSNAIL: each followed by an attention layer).")
+              "(PixelSNAIL: each followed by an attention layer; multires: per resolution and pass).")
+@click.option("--resolutions", default=3, show_default=True, help="multires: resolutions of the U-net "
+              "(full, 1/2, 1/4, ...).")
 @click.option("--key", default=16, show_default=True, help="PixelSNAIL: attention key width (a power of 4).")
 @click.option("--value", default=32, show_default=True, help="PixelSNAIL: attention value width.")
 @click.option("--residual", default=24, show_default=True, help="Audio: residual channels.")
@@ -175,7 +178,7 @@ def info(inputs, as_json):
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default: OUTPUT.ckpt.safetensors); resumed if present.")
 @click.option("--checkpoint-every", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def train(data_dir, output, arch, channels, filters, blocks, key, value, residual, skip, layers, mixtures, steps,
+def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, value, residual, skip, layers, mixtures, steps,
           batch, crop, lr, lr_decay, threads, val_files, val_dir, init, checkpoint, checkpoint_every, seed):
     """Train a model on a folder of images (PixelCNN++) or recordings (WaveNet) and write an
     exact model file.
@@ -206,13 +209,18 @@ def train(data_dir, output, arch, channels, filters, blocks, key, value, residua
             click.echo(f"wrote {output}: validation {r['val_bits']:.4f} bits/sample (float model) "
                        f"after {r['steps']} steps")
             return
+        from .multires import MultiResConfig
         from .pixelcnn import PixelCNNConfig
         from .pixelsnail import PixelSNAILConfig
         from .train import TrainOptions, train as run
 
         shape = dict(channels=int(channels), filters=filters, blocks=blocks, mixtures=mixtures or 5)
-        cfg = PixelSNAILConfig.from_dict({**shape, "key": key, "value": value}) if arch == "pixelsnail" \
-            else PixelCNNConfig(**shape)
+        if arch == "pixelsnail":
+            cfg = PixelSNAILConfig.from_dict({**shape, "key": key, "value": value})
+        elif arch == "multires":
+            cfg = MultiResConfig.from_dict({**shape, "resolutions": resolutions})
+        else:
+            cfg = PixelCNNConfig(**shape)
         opts = TrainOptions(steps=steps, batch=batch or 16, crop=crop or 32, lr=lr, lr_decay=lr_decay,
                             threads=threads, val_images=val_files, checkpoint_every=checkpoint_every, seed=seed)
         r = run(data_dir, output, cfg, opts, checkpoint=checkpoint, log=click.echo, init=init)

@@ -108,8 +108,10 @@ class FloatOps(nn.Module):
             self.convs[name.replace(".", "_")] = conv
         self.limit = fp.ACT_LIMIT / fp.ONE
 
-    def conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.convs[name.replace(".", "_")](x).clamp(-self.limit, self.limit)
+    def conv(self, name: str, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+        c = self.convs[name.replace(".", "_")]
+        y = c(x) if stride == 1 else F.conv2d(x, c.weight, c.bias, stride=stride)
+        return y.clamp(-self.limit, self.limit)
 
     def concat_elu(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(torch.cat([x, -x], dim=1))
@@ -161,7 +163,8 @@ class ExactOps:
         self.matrices = {k: v.to(device) for k, v in self.matrices.items()}
         return self
 
-    def conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def conv(self, name: str, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+        """Exact convolution of fixed-point ``x`` (N, I, h, w) -> (N, O, h', w'), no padding."""
         w, b, s = self.weights[name]
         kh, kw = w.shape[-2:]
         if x.shape[-2] == kh:  # a single output row (the cached decoder): im2col + matrix product
@@ -169,10 +172,12 @@ class ExactOps:
             if width == kw:  # a single window (the per-pixel step): already in (I, kh, kw) order
                 acc = fp.rescale(x.reshape(n, -1) @ self.matrices[name] + b, s)
                 return fp.clamp_act(acc).view(n, -1, 1, 1)
-            cols = x.unfold(3, kw, 1).permute(0, 3, 1, 2, 4).reshape(-1, c * kh * kw)
+            cols = x.unfold(3, kw, stride).permute(0, 3, 1, 2, 4).reshape(-1, c * kh * kw)
             acc = fp.rescale(cols @ self.matrices[name] + b, s)
             return fp.clamp_act(acc).view(n, -1, w.shape[0]).permute(0, 2, 1).unsqueeze(2)
-        return fp.exact_conv2d(x, w, b, s, conv=self.conv_impl)
+        if stride == 1:
+            return fp.exact_conv2d(x, w, b, s, conv=self.conv_impl)
+        return fp.exact_conv2d(x, w, b, s, conv=lambda x, w: self.conv_impl(x, w, stride=stride))
 
     def elu(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, x, fp.lookup(self.tables["elu"], x, self.elu_lo))

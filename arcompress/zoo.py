@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import audio_head, pixelcnn, pixelsnail, wavenet
+from . import audio_head, multires, pixelcnn, pixelsnail, wavenet
 from . import fixedpoint as fp
 
 FORMAT = "arcompress-model"
@@ -28,7 +28,7 @@ ARCH = pixelcnn.ARCH
 SNAIL_ARCH = pixelsnail.ARCH
 AUDIO_ARCH = wavenet.ARCH
 #: architecture -> its module (Config, Model, ExactOps, layer_specs, convert, forward, CachedDecoder)
-ARCHES = {m.ARCH: m for m in (pixelcnn, pixelsnail, wavenet)}
+ARCHES = {m.ARCH: m for m in (pixelcnn, multires, pixelsnail, wavenet)}
 #: shipped models: name -> file inside arcompress/models
 SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
@@ -53,7 +53,7 @@ class ExactModel:
     """A loaded exact model: config, exact ops, and identity."""
 
     name: str
-    config: pixelcnn.PixelCNNConfig | pixelsnail.PixelSNAILConfig | wavenet.WaveNetConfig
+    config: pixelcnn.PixelCNNConfig | multires.MultiResConfig | pixelsnail.PixelSNAILConfig | wavenet.WaveNetConfig
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the file it was loaded from

@@ -1,4 +1,4 @@
-"""``python -m benchmarks run [--quick] [--update] [--set images|small|models|audio|all]``: measure, write
+"""``python -m benchmarks run [--quick] [--update] [--set images|small|models|resolutions|audio|all]``: measure, write
 benchmarks/results/*.json and *.md, the plots and the README sections; ``table`` rewrites the
 markdown, plots and README from the saved JSON; ``fetch-data`` downloads the evaluation sets that
 are not in ../shared/data (audio, Fashion-MNIST)."""
@@ -8,9 +8,9 @@ import json
 import shutil
 import sys
 
-from . import audio, images, models, report, small
+from . import audio, images, models, report, resolutions, small
 
-MODULES = {"images": images, "small": small, "models": models, "audio": audio}
+MODULES = {"images": images, "small": small, "models": models, "resolutions": resolutions, "audio": audio}
 
 
 def main() -> None:
@@ -33,7 +33,10 @@ def main() -> None:
     suffix = "-quick" if args.quick else ""
     for which in (list(MODULES) if args.which == "all" else [args.which]):
         path = images.RESULTS / f"{which}{suffix}.json"
-        if args.action == "run":
+        if args.action == "run" and which == "resolutions" and args.which == "all" and not resolutions.ready():
+            print("skipping the resolutions benchmark: its comparison models are not trained "
+                  "(see benchmarks/resolutions.py)")
+        elif args.action == "run":
             results = measure(which, args.quick, args.update, command, path)
             path.write_text(json.dumps(results, indent=1))
         if not path.exists():

@@ -85,6 +85,18 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
     return results
 
 
+def totals_cells(g: list[dict]) -> str:
+    """Markdown cells "images | float NLL | exact NLL | bits written | encode px/s | decode px/s |
+    round trips |" over rows ``g`` (bits weighted by sub-pixels, speeds by pixels)."""
+    n = sum(r["subpixels"] for r in g)
+    px = n / 3
+    avg = {k: sum(r[k] * r["subpixels"] for r in g) / n for k in ("bpsp_float_nll", "bpsp_exact_nll", "bpsp_written")}
+    enc = px / sum(r["subpixels"] / 3 / r["encode_px_per_s"] for r in g)
+    dec = px / sum(r["subpixels"] / 3 / r["decode_px_per_s"] for r in g)
+    return (f"{len(g)} | {avg['bpsp_float_nll']:.4f} | {avg['bpsp_exact_nll']:.4f} | **{avg['bpsp_written']:.4f}** | "
+            f"{enc:.0f} | {dec:.0f} | {'all exact' if all(r['round_trip_exact'] for r in g) else 'FAILED'} |")
+
+
 def summarize(results: dict) -> str:
     rows = results["rows"]
     m = results["machine"]
@@ -94,16 +106,8 @@ def summarize(results: dict) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for name in MODELS:
         g = [r for r in rows if r["model"] == name]
-        if not g:
-            continue
-        n = sum(r["subpixels"] for r in g)
-        px = n / 3
-        avg = {k: sum(r[k] * r["subpixels"] for r in g) / n for k in ("bpsp_float_nll", "bpsp_exact_nll", "bpsp_written")}
-        enc = px / sum(r["subpixels"] / 3 / r["encode_px_per_s"] for r in g)
-        dec = px / sum(r["subpixels"] / 3 / r["decode_px_per_s"] for r in g)
-        lines.append(f"| `{name}` | {len(g)} | {avg['bpsp_float_nll']:.4f} | {avg['bpsp_exact_nll']:.4f} | "
-                     f"**{avg['bpsp_written']:.4f}** | {enc:.0f} | {dec:.0f} | "
-                     f"{'all exact' if all(r['round_trip_exact'] for r in g) else 'FAILED'} |")
+        if g:
+            lines.append(f"| `{name}` | {totals_cells(g)}")
     lines += ["", "Per image (bits per sub-pixel written, header included):", "",
               "| image | size | " + " | ".join(MODELS) + " | PixelSNAIL vs PixelCNN++ |",
               "|---|---|" + "---:|" * (len(MODELS) + 1)]

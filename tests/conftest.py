@@ -7,21 +7,27 @@ import pytest
 import torch
 
 from arcompress import zoo
+from arcompress.multires import MultiResConfig, MultiResPixelCNN
 from arcompress.pixelcnn import PixelCNN, PixelCNNConfig
 from arcompress.pixelsnail import PixelSNAIL, PixelSNAILConfig
 
 
 def make_model(path, channels: int, filters: int = 8, blocks: int = 2, mixtures: int = 3,
-               seed: int = 0, gain: float = 1.0, snail: bool = False) -> zoo.ExactModel:
-    """A small random-weight model (PixelCNN++, or PixelSNAIL if ``snail``) written as a model
-    file and loaded back.
+               seed: int = 0, gain: float = 1.0, snail: bool = False, resolutions: int = 0) -> zoo.ExactModel:
+    """A small random-weight model (PixelCNN++, PixelSNAIL if ``snail``, multi-resolution
+    PixelCNN++ with ``resolutions`` > 0) written as a model file and loaded back.
 
     ``gain`` scales every weight: large gains drive activations into the clamps and the lookup
     tables' ends (worst case for exactness).
     """
     torch.manual_seed(seed)
     shape = dict(channels=channels, filters=filters, blocks=blocks, mixtures=mixtures)
-    model = PixelSNAIL(PixelSNAILConfig(**shape, key=4, value=8)) if snail else PixelCNN(PixelCNNConfig(**shape))
+    if snail:
+        model = PixelSNAIL(PixelSNAILConfig(**shape, key=4, value=8))
+    elif resolutions:
+        model = MultiResPixelCNN(MultiResConfig(**{**shape, "blocks": 1}, resolutions=resolutions))
+    else:
+        model = PixelCNN(PixelCNNConfig(**shape))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "att" in name and "_o." in name:  # the attention outputs start at zero: make them count
@@ -59,8 +65,25 @@ def loud_snail_models(tmp_path_factory):
             3: make_model(d / "loud-snail-rgb.safetensors", 3, seed=6, gain=40.0, snail=True)}
 
 
+@pytest.fixture(scope="session")
+def multires_models(tmp_path_factory):
+    """Three resolutions: an 8x8 tile reaches a 2x2 coarsest grid, ragged tiles odd sizes."""
+    d = tmp_path_factory.mktemp("multires")
+    return {1: make_model(d / "multires-gray.safetensors", 1, seed=7, resolutions=3),
+            3: make_model(d / "multires-rgb.safetensors", 3, seed=8, resolutions=3)}
+
+
+@pytest.fixture(scope="session")
+def loud_multires_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("loud-multires")
+    return {1: make_model(d / "loud-multires-gray.safetensors", 1, seed=9, gain=40.0, resolutions=3),
+            3: make_model(d / "loud-multires-rgb.safetensors", 3, seed=10, gain=40.0, resolutions=3)}
+
+
 #: the image model fixtures every exactness test runs on
-IMAGE_MODEL_FIXTURES = ["tiny_models", "snail_models"]
+IMAGE_MODEL_FIXTURES = ["tiny_models", "snail_models", "multires_models"]
+#: their saturating ("loud") versions
+LOUD_MODEL_FIXTURES = ["loud_models", "loud_snail_models", "loud_multires_models"]
 
 
 def natural_image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:

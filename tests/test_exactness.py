@@ -1,16 +1,17 @@
 """Encode once, decode anywhere: the batched pass and the cached decoder agree bit for bit,
-for PixelCNN++ and PixelSNAIL (every test runs on both)."""
+for PixelCNN++, PixelSNAIL and multi-resolution PixelCNN++ (every test runs on each)."""
 
 import numpy as np
 import pytest
 import torch
 
 from arcompress import codec
-from arcompress.head import ExactHead
+from arcompress.api import compress_image
+from arcompress.head import ExactHead, nll_bits
 from arcompress.media import from_array
 from arcompress.plan import TilePlan
 
-from conftest import IMAGE_MODEL_FIXTURES, WORST_CASES, natural_image
+from conftest import IMAGE_MODEL_FIXTURES, LOUD_MODEL_FIXTURES, WORST_CASES, natural_image
 
 models = pytest.mark.parametrize("which", IMAGE_MODEL_FIXTURES)
 
@@ -45,7 +46,7 @@ def head_tables(model, params, pixels):
 
 
 @pytest.mark.parametrize("kind", sorted(WORST_CASES))
-@pytest.mark.parametrize("which", IMAGE_MODEL_FIXTURES + ["loud_models", "loud_snail_models"])
+@pytest.mark.parametrize("which", IMAGE_MODEL_FIXTURES + LOUD_MODEL_FIXTURES)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_batched_equals_incremental(kind, which, channels, request):
     model = request.getfixturevalue(which)[channels]
@@ -60,7 +61,7 @@ def test_batched_equals_incremental(kind, which, channels, request):
     assert bool((t1.sum(-1) == 1 << 24).all()) and int(t1.min()) >= 1
 
 
-@pytest.mark.parametrize("which", ["loud_models", "loud_snail_models"])
+@pytest.mark.parametrize("which", LOUD_MODEL_FIXTURES)
 def test_loud_model_really_saturates(which, request):
     """The worst-case model must actually reach the activation clamps and table ends."""
     model = request.getfixturevalue(which)[3]
@@ -141,3 +142,15 @@ def test_parallel_segment_decoding_matches_serial(which, request):
 def test_default_group_gives_two_segments_for_mid_size_images():
     assert codec.default_group(64) == 32 and codec.default_group(10) == 16
     assert codec.default_group(5000) == codec.DEFAULT_GROUP
+
+
+@models
+def test_exact_model_stays_close_to_the_float_model(which, request):
+    """The conversion's cost on a natural image: exact NLL within 2 % of the float NLL."""
+    model = request.getfixturevalue(which)[3]
+    img = natural_image(16, 16, 3, seed=4)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        float_bits = float(nll_bits(model.float_model()(x), x)) * img.size
+    _, stats = compress_image(from_array(img), model=model.source, tile=16)
+    assert abs(stats.nll_bits / float_bits - 1) < 0.02, (stats.nll_bits, float_bits)
