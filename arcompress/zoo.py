@@ -32,6 +32,7 @@ ARCHES = {m.ARCH: m for m in (pixelcnn, multires, pixelsnail, wavenet)}
 #: shipped models: name -> file inside arcompress/models
 SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
+           "pixelcnn-multires": "pixelcnn-multires.safetensors",
            "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
 DEFAULTS = {3: "pixelcnn-rgb", 1: "pixelcnn-gray"}

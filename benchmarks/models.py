@@ -1,4 +1,5 @@
-"""PixelSNAIL beside PixelCNN++ on the same pixels and tiles: NLL, bits written, speed.
+"""The shipped RGB models side by side (PixelCNN++, PixelSNAIL, multi-resolution PixelCNN++) on the
+same pixels and tiles: NLL, bits written, speed.
 
 Data: central crops of every USC-SIPI dev image and of ``flower_foveon_rgb`` (RGB; never trained
 on).  For each image and each model: the float model's NLL, the exact model's NLL and the bits
@@ -21,7 +22,7 @@ from arcompress.media import ImageData
 
 from .images import DATA, float_nll_bits, load, start_results
 
-MODELS = ["pixelcnn-rgb", "pixelsnail"]
+MODELS = ["pixelcnn-rgb", "pixelsnail", "pixelcnn-multires"]
 
 
 def images(quick: bool) -> list[tuple[str, ImageData]]:
@@ -101,22 +102,28 @@ def summarize(results: dict) -> str:
     rows = results["rows"]
     m = results["machine"]
     lines = [f"Run: `{results['command']}` on {results['date']}; CPU {m['cpu']}, {m['cores']} threads, "
-             f"GPU {m['gpu'] or 'none'}; torch {m['torch']}.", "",
-             "| model | images | float NLL | exact NLL | bits written | encode px/s | decode px/s | round trips |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             f"GPU {m['gpu'] or 'none'}; torch {m['torch']}.", ""]
+    for u in results.get("updates", []):
+        lines += [f"Rows for models added since were measured on the same crops by `{u['command']}` on "
+                  f"{u['date']}.", ""]
+    lines += ["| model | images | float NLL | exact NLL | bits written | encode px/s | decode px/s | round trips |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for name in MODELS:
         g = [r for r in rows if r["model"] == name]
         if g:
             lines.append(f"| `{name}` | {totals_cells(g)}")
+    names = [m for m in MODELS if any(r["model"] == m for r in rows)]
+    base, others = names[0], names[1:]
     lines += ["", "Per image (bits per sub-pixel written, header included):", "",
-              "| image | size | " + " | ".join(MODELS) + " | PixelSNAIL vs PixelCNN++ |",
-              "|---|---|" + "---:|" * (len(MODELS) + 1)]
+              "| image | size | " + " | ".join(names) + "".join(f" | {o} vs {base}" for o in others) + " |",
+              "|---|---|" + "---:|" * (len(names) + len(others))]
     for image in dict.fromkeys(r["image"] for r in rows):
-        by = {r["model"]: r for r in rows if r["image"] == image}
-        if len(by) < len(MODELS):
+        by = {r["model"]: r["bpsp_written"] for r in rows if r["image"] == image}
+        if len(by) < len(names):
             continue
-        a, b = by[MODELS[0]]["bpsp_written"], by[MODELS[1]]["bpsp_written"]
-        lines.append(f"| {image} | {by[MODELS[0]]['size']} | {a:.3f} | {b:.3f} | {100 * (b / a - 1):+.2f} % |")
+        size = next(r["size"] for r in rows if r["image"] == image)
+        lines.append(f"| {image} | {size} | " + " | ".join(f"{by[m]:.3f}" for m in names)
+                     + "".join(f" | {100 * (by[o] / by[base] - 1):+.2f} %" for o in others) + " |")
     if results["tiles"]:
         lines += ["", f"PixelSNAIL tile size (attention covers the tile's whole past; "
                       f"{', '.join(results['tiles'][0]['images'])}):", "",

@@ -198,7 +198,7 @@ def test_module_entry_point_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kind", ["flat", "zeros", "saturated", "checker", "noise"])
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 13, 1), (11, 1, 3), (9, 7, 4), (5, 6, 2), (34, 33, 3)])
-@pytest.mark.parametrize("model", [None, "pixelsnail"])
+@pytest.mark.parametrize("model", [None, "pixelsnail", "pixelcnn-multires"])
 def test_worst_cases_round_trip_through_cli_with_shipped_models(tmp_path, kind, shape, model):
     from conftest import WORST_CASES
     a = WORST_CASES[kind](*shape)
