@@ -147,3 +147,19 @@ AUDIO_WORST_CASES = {
     "clipped": lambda n, c, b: np.clip(tone(n, c, b) * 4, -2 ** (b - 1), 2 ** (b - 1) - 1).astype(np.int32),
     "tone": lambda n, c, b: tone(n, c, b),
 }
+
+
+def assert_cli_round_trip(tmp_path, model_file, a: np.ndarray) -> None:
+    """Encode and decode image ``a`` (uint8 (H, W) or (H, W, 3)) through the CLI with
+    ``--model model_file``; the decoded pixels must be identical."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from arcompress.cli import main
+    src, arc, back = tmp_path / "a.png", tmp_path / "a.png.arc", tmp_path / "b.png"
+    Image.fromarray(a).save(src)
+    assert CliRunner().invoke(main, ["encode", str(src), "--model", str(model_file), "-q"]).exit_code == 0
+    r = CliRunner().invoke(main, ["decode", str(arc), "-o", str(back), "--model", str(model_file), "-q"])
+    assert r.exit_code == 0, r.output
+    with Image.open(back) as im:
+        assert np.array_equal(np.asarray(im), a)

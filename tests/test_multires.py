@@ -13,7 +13,7 @@ from PIL import Image
 from arcompress import multires, zoo
 from arcompress.cli import main
 
-from conftest import natural_image
+from conftest import assert_cli_round_trip, natural_image
 
 
 @pytest.mark.parametrize("resolutions", [1, 2, 3, 4])
@@ -65,11 +65,7 @@ def test_train_multires_and_use_it(tmp_path):
     model = zoo.load_model(out)
     assert model.arch == multires.ARCH and model.config.resolutions == 2
     a = natural_image(9, 14, 1, seed=5)[:, :, 0]
-    src, arc, back = tmp_path / "a.png", tmp_path / "a.png.arc", tmp_path / "b.png"
-    Image.fromarray(a).save(src)
-    assert CliRunner().invoke(main, ["encode", str(src), "--model", str(out), "-q"]).exit_code == 0
-    assert CliRunner().invoke(main, ["decode", str(arc), "-o", str(back), "--model", str(out), "-q"]).exit_code == 0
-    assert np.array_equal(np.asarray(Image.open(back)), a)
+    assert_cli_round_trip(tmp_path, out, a)
     bad = CliRunner().invoke(main, ["train", str(d), "-o", str(tmp_path / "x.safetensors"), "--arch", "multires",
                                     "--resolutions", "9", "--steps", "1"])
     assert bad.exit_code == 1 and "out of range" in bad.output

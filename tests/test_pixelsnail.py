@@ -12,7 +12,7 @@ from arcompress import zoo
 from arcompress.cli import main
 from arcompress.pixelsnail import PixelSNAIL, PixelSNAILConfig
 
-from conftest import natural_image
+from conftest import assert_cli_round_trip, natural_image
 
 
 def _params(model, img: np.ndarray) -> torch.Tensor:
@@ -62,11 +62,7 @@ def test_train_pixelsnail_from_pixelcnn_and_use_it(tmp_path, tiny_models):
     model = zoo.load_model(out)
     assert model.arch == "pixelsnail" and model.config.key == 4
     a = natural_image(9, 14, 3, seed=5)
-    src, arc, back = tmp_path / "a.png", tmp_path / "a.png.arc", tmp_path / "b.png"
-    Image.fromarray(a).save(src)
-    assert CliRunner().invoke(main, ["encode", str(src), "--model", str(out), "-q"]).exit_code == 0
-    assert CliRunner().invoke(main, ["decode", str(arc), "-o", str(back), "--model", str(out), "-q"]).exit_code == 0
-    assert np.array_equal(np.asarray(Image.open(back)), a)
+    assert_cli_round_trip(tmp_path, out, a)
     bad = CliRunner().invoke(main, ["train", str(d), "-o", str(tmp_path / "x.safetensors"), "--arch", "pixelsnail",
                                     "--key", "5", "--steps", "1"])
     assert bad.exit_code == 1 and "out of range" in bad.output
