@@ -121,7 +121,7 @@ def info(data: bytes) -> dict:
     h = container.unpack(data)
     n = h.height * h.width * sum(p.channels for p in h.planes)
     return {
-        "format_version": container.FORMAT_VERSION, "scheme": h.scheme,
+        "format_version": h.version, "scheme": h.scheme,
         "width": h.width, "height": h.height, "mode": h.mode,
         "tile": h.tile, "tiles_per_segment": h.group,
         "models": [{"name": p.model_name, "sha256": p.model_digest.hex(), "channels": p.channels,
@@ -137,7 +137,7 @@ def _audio_info(data: bytes) -> dict:
     h = container.read_audio_header(r)
     n = h.frames * h.channels
     return {
-        "format_version": container.FORMAT_VERSION, "scheme": h.scheme, "kind": "audio",
+        "format_version": data[4], "scheme": h.scheme, "kind": "audio",
         "channels": h.channels, "rate": h.rate, "frames": h.frames, "seconds": h.frames / h.rate,
         "bits": h.bits, "wasted_bits": h.wasted, "uniform_low_bits": h.low_bits,
         "chunk": h.chunk, "chunks_per_segment": h.group, "segments": h.segment_count(),

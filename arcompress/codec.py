@@ -20,7 +20,7 @@ from tqdm import tqdm
 from . import container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
-from .head import ExactHead, exact_bits
+from .head import PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, exact_bits
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
 from .plan import TilePlan
@@ -88,20 +88,38 @@ def _ops_on(model: zoo.ExactModel, device: torch.device) -> ExactOps:
     return _gpu_ops[key]
 
 
+def _offset_tables(n: int) -> torch.Tensor:
+    """Uniform tables (n, SCALE_OFFSETS) for scale-offset indices (4 bits each)."""
+    return torch.full((n, SCALE_OFFSETS), (1 << PRECISION) // SCALE_OFFSETS, dtype=torch.int64)
+
+
 def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
-                  params: torch.Tensor, stats: EncodeStats) -> bytes:
-    """Code one lock-step group: tiles (B, C, h, w), inside (B, 1, h, w), params (B, P, h, w)."""
+                  params: torch.Tensor, stats: EncodeStats, adapt: bool | None = True) -> bytes:
+    """Code one lock-step group: tiles (B, C, h, w), inside (B, 1, h, w), params (B, P, h, w).
+
+    The segment starts with each tile's scale-offset indices, one per channel
+    (:mod:`arcompress.head`), chosen here
+    from the float NLL of the exact parameters; all "no offset" when ``adapt`` is False; none
+    written when it is None (format versions before container.ADAPTIVE_SCALES_VERSION).
+    """
     b, c, h, w = tiles.shape
     head = ExactHead(model.ops.tables, c, model.config.mixtures)
+    offsets = None
+    if adapt:
+        offsets = choose_scale_offsets(params.to(torch.float32) / fp.ONE, tiles, inside)
+    elif adapt is not None:
+        offsets = torch.full((b, c), SCALE_OFFSET_ZERO, dtype=torch.int64)
     # rows in decoding order: position-major, tile-minor
     p = params.permute(2, 3, 0, 1).reshape(h * w * b, -1)
     sym = tiles.permute(2, 3, 0, 1).reshape(h * w * b, c).to(torch.int64)
     ins = inside.permute(2, 3, 0, 1).reshape(h * w * b).bool()
     enc = Encoder()
+    if offsets is not None:
+        enc.encode(offsets.flatten(), _offset_tables(b * c))
     per = max(b, (HEAD_CHUNK_ROWS // b) * b)
     for s in range(0, h * w * b, per):
         e = min(s + per, h * w * b)
-        head.start(p[s:e])
+        head.start(p[s:e], None if offsets is None else offsets.repeat((e - s) // b, 1))
         freqs = []
         for ch in range(c):
             freqs.append(head.freqs(ch))
@@ -122,8 +140,10 @@ def default_group(tiles: int) -> int:
 
 
 def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int | None = None,
-                 device: str = "cpu", progress: bool | None = None) -> tuple[bytes, EncodeStats]:
-    """Encode an image; ``model_for(channels) -> ExactModel`` picks the model of each plane group."""
+                 device: str = "cpu", progress: bool | None = None,
+                 adapt: bool = True) -> tuple[bytes, EncodeStats]:
+    """Encode an image; ``model_for(channels) -> ExactModel`` picks the model of each plane group;
+    ``adapt``: choose each tile's scale offset (else every tile codes with the model's own scales)."""
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
     h, w, _ = img.pixels.shape
@@ -132,6 +152,8 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
         group = default_group(TilePlan(h, w, tile, 1).count)
     plan = TilePlan(h, w, tile, group)
     stats = EncodeStats()
+    if container.FORMAT_VERSION < container.ADAPTIVE_SCALES_VERSION:
+        adapt = None  # an older format, written by tests of the reader's compatibility
     planes = []
     groups = coded_planes(img.mode, img.meta)
     bar = _progress(h * w * len(groups), "encoding", progress)
@@ -143,7 +165,7 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
         plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
         params = exact_params(model, tiles, inside, dev, bar)
-        segs = [_encode_group(model, tiles[g], inside[g], params[g], stats) for g in
+        segs = [_encode_group(model, tiles[g], inside[g], params[g], stats, adapt) for g in
                 (slice(r.start, r.stop) for r in plan.groups())]
         planes.append(container.PlaneGroup(nch, model.name, model.digest, segs))
         stats.payload_bytes += sum(map(len, segs))
@@ -165,17 +187,21 @@ class _single_thread:
         torch.set_num_threads(self.n)
 
 
-def _decode_group(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar=None) -> torch.Tensor:
-    """Decode one lock-step group: inside (B, 1, h, w) -> tiles (B, C, h, w) uint8."""
+def _decode_group(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar=None,
+                  adapted: bool = True) -> torch.Tensor:
+    """Decode one lock-step group: inside (B, 1, h, w) -> tiles (B, C, h, w) uint8;
+    ``adapted``: the segment starts with scale offsets (format version 3 and later)."""
     with _single_thread():
-        return _decode_group_loop(model, payload, inside, bar)
+        return _decode_group_loop(model, payload, inside, bar, adapted)
 
 
-def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar) -> torch.Tensor:
+def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar,
+                       adapted: bool) -> torch.Tensor:
     b, _, h, w = inside.shape
     c = model.config.channels
     ops = model.ops
     dec = Decoder(payload)
+    offsets = dec.decode(_offset_tables(b * c)).view(b, c) if adapted else None
     cache = model.net.CachedDecoder(ops, b, h, w)
     head = ExactHead(ops.tables, c, model.config.mixtures)
     out = torch.zeros(b, c, h, w, dtype=torch.int64)
@@ -183,7 +209,7 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     for i in range(h):
         cache.start_row(i)
         for j in range(w):
-            head.start(cache.step(j))
+            head.start(cache.step(j), offsets)
             m = ins_bool[:, i, j]
             for ch in range(c):
                 f = head.freqs(ch)
@@ -220,7 +246,8 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None,
         if model.config.channels != p.channels:
             raise container.FormatError("corrupt header (model channels)")
     inside = plan.inside()
-    jobs = [(model, seg, inside[r.start:r.stop]) for model, p in zip(models, header.planes)
+    adapted = header.version >= container.ADAPTIVE_SCALES_VERSION
+    jobs = [(model, seg, inside[r.start:r.stop], adapted) for model, p in zip(models, header.planes)
             for r, seg in zip(plan.groups(), p.segments)]
     bar = _progress(header.height * header.width * len(groups), "decoding", progress)
     if workers is None:
@@ -243,20 +270,20 @@ _JOBS: list = []
 
 
 def _decode_job(k: int):
-    model, seg, inside = _JOBS[k]
-    return _decode_group(model, seg, inside).numpy()
+    model, seg, inside, adapted = _JOBS[k]
+    return _decode_group(model, seg, inside, adapted=adapted).numpy()
 
 
 def _decode_jobs(jobs: list, workers: int, bar) -> list[torch.Tensor]:
-    """Decode (model, payload, inside) jobs, in forked worker processes when workers > 1."""
+    """Decode (model, payload, inside, adapted) jobs, in forked worker processes when workers > 1."""
     if workers <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_decode_group(*job, bar=bar) for job in jobs]
+        return [_decode_group(m, seg, ins, bar, adapted) for m, seg, ins, adapted in jobs]
     global _JOBS
     _JOBS = jobs  # inherited by the forked workers: nothing large is pickled
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             out = []
-            for (_, _, inside), tiles in zip(jobs, pool.map(_decode_job, range(len(jobs)))):
+            for (_, _, inside, _), tiles in zip(jobs, pool.map(_decode_job, range(len(jobs)))):
                 out.append(torch.from_numpy(tiles))
                 if bar is not None:
                     bar.update(int(inside.sum()))

@@ -17,7 +17,8 @@ Layout (integers are unsigned LEB128 varints unless a size is given)::
                         bytes on the header, so version 2 keeps the 64 bits that identify the model),
                         segment count, then each segment's byte length
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
-    payload    the segments, in order
+    payload    the segments, in order; from version 3 each one starts (in its range-coded
+               stream) with one scale-offset index per tile, 4 bits each (codec, head)
 
 Audio files (kind 2) share the first 7 bytes; then (see :func:`pack_audio_header`)::
 
@@ -43,9 +44,11 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
+#: from this version on, each image segment starts with its tiles' scale-offset indices
+ADAPTIVE_SCALES_VERSION = 3
 #: bytes of the model's SHA-256 recorded in an image header (version 2)
 IMAGE_DIGEST_BYTES = 8
 KIND_IMAGE = 1
@@ -81,6 +84,7 @@ class Header:
     crc32: int
     meta: dict
     planes: list[PlaneGroup]
+    version: int = FORMAT_VERSION  # the file's format version (as read)
 
 
 def _varint(n: int) -> bytes:
@@ -220,7 +224,7 @@ def unpack(data: bytes) -> Header:
         raise FormatError("file is truncated or has trailing bytes (payload size mismatch)")
     for p, ls in zip(planes, lengths):
         p.segments = [r.take(n) for n in ls]
-    return Header(scheme, height, width, MODES[mode_idx], tile, group, crc, meta, planes)
+    return Header(scheme, height, width, MODES[mode_idx], tile, group, crc, meta, planes, version)
 
 
 def peek_kind(prefix: bytes) -> int:

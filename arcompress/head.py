@@ -47,29 +47,92 @@ def split_params(params: torch.Tensor, channels: int, mixtures: int):
 
 # ----------------------------------------------------------------------------- float (training)
 
-def nll_bits(params: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Float NLL in bits per sub-pixel (scalar, mean over coded sub-pixels).
+#: per-tile scale adaptation: for each tile and channel the encoder picks one of SCALE_OFFSETS
+#: offsets added to the channel's log-scales, ``(index - SCALE_OFFSET_ZERO) * SCALE_OFFSET_STEP``
+#: in fixed point (-0.5 to +1.375 in steps of 1/8: scales 0.61x to 3.96x), and writes the index
+SCALE_OFFSETS = 16
+SCALE_OFFSET_ZERO = 4
+SCALE_OFFSET_STEP = fp.ONE // 8
+
+
+def scale_offset(index: torch.Tensor) -> torch.Tensor:
+    """Offset indices (any shape, int) -> log-scale offsets in fixed point (int64)."""
+    return (index.to(torch.int64) - SCALE_OFFSET_ZERO) * SCALE_OFFSET_STEP
+
+
+def pixel_nll_bits(params: torch.Tensor, pixels: torch.Tensor,
+                   log_scale_offset: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Float NLL in bits of each pixel (all its channels): (B, H, W).
 
     params: (B, P, H, W) network output; pixels: (B, C, H, W) integers 0..255;
-    mask: optional (B, 1, H, W), 1 where a pixel is coded.
+    log_scale_offset: added to the log-scales, a number or a (B, C) tensor (per tile and channel).
     """
     b, c, h, w = pixels.shape
     k = params.shape[1] // (1 + 2 * c + c * (c - 1) // 2)
     p = params.permute(0, 2, 3, 1)  # (B, H, W, P)
     logits, means, log_scales, coeffs = split_params(p, c, k)
-    x = pixels.permute(0, 2, 3, 1).float() / 127.5 - 1.0  # (B, H, W, C)
-    log_scales = log_scales.clamp(fp.LOG_SCALE_MIN, fp.LOG_SCALE_MAX)
+    x = pixels.permute(0, 2, 3, 1).to(params.dtype) / 127.5 - 1.0  # (B, H, W, C)
+    if isinstance(log_scale_offset, torch.Tensor):
+        log_scale_offset = log_scale_offset.to(params.dtype).view(b, 1, 1, c, 1)
+    log_scales = (log_scales + log_scale_offset).clamp(fp.LOG_SCALE_MIN, fp.LOG_SCALE_MAX)
     log_prob = F.log_softmax(logits, dim=-1)  # (B, H, W, K)
     for ch in range(c):
         mu = means[..., ch, :]
         for j in range(ch):
             mu = mu + torch.tanh(coeffs[..., _coeff_index(ch, j), :]) * x[..., j:j + 1]
         log_prob = log_prob + _logistic_log_prob(x[..., ch:ch + 1], mu, log_scales[..., ch, :])
-    lp = torch.logsumexp(log_prob, dim=-1)  # (B, H, W) nats per pixel
+    return -torch.logsumexp(log_prob, dim=-1) / math.log(2)
+
+
+def nll_bits(params: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Float NLL in bits per sub-pixel (scalar, mean over coded sub-pixels).
+
+    params: (B, P, H, W) network output; pixels: (B, C, H, W) integers 0..255;
+    mask: optional (B, 1, H, W), 1 where a pixel is coded.
+    """
+    c = pixels.shape[1]
+    bits = pixel_nll_bits(params, pixels)
     if mask is None:
-        return -lp.mean() / (c * math.log(2))
-    m = mask[:, 0].float()
-    return -(lp * m).sum() / (c * m.sum().clamp_min(1) * math.log(2))
+        return bits.mean() / c
+    m = mask[:, 0].to(bits.dtype)
+    return (bits * m).sum() / (c * m.sum().clamp_min(1))
+
+
+def tile_bits(params: torch.Tensor, pixels: torch.Tensor, inside: torch.Tensor,
+              offsets: torch.Tensor) -> torch.Tensor:
+    """Float NLL in bits of each tile (B,) with scale-offset indices ``offsets`` (B, C).
+
+    params: (B, P, h, w) in the network's float units (exact params / fixedpoint.ONE);
+    pixels: (B, C, h, w); inside: (B, 1, h, w).
+    """
+    off = scale_offset(offsets).to(params.dtype) / fp.ONE
+    return (pixel_nll_bits(params, pixels, off) * inside[:, 0].to(params.dtype)).sum((1, 2))
+
+
+def tile_bits_by_offset(params: torch.Tensor, pixels: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Float NLL in bits of each tile (B, SCALE_OFFSETS) with one offset index for all channels."""
+    b, c = pixels.shape[:2]
+    cols = [tile_bits(params, pixels, inside, torch.full((b, c), index)) for index in range(SCALE_OFFSETS)]
+    return torch.stack(cols, 1)
+
+
+def choose_scale_offsets(params: torch.Tensor, pixels: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """The encoder's per-tile, per-channel choice of offset indices (B, C) int64: the best common
+    offset, then each channel's best given the others (float NLL; no offset for a tile without
+    pixels).  Any choice decodes; this one is only the encoder's best guess."""
+    b, c = pixels.shape[:2]
+    best = tile_bits_by_offset(params, pixels, inside).argmin(dim=1)
+    chosen = best.view(b, 1).repeat(1, c)
+    for ch in range(c if c > 1 else 0):
+        cols = []
+        for index in range(SCALE_OFFSETS):
+            trial = chosen.clone()
+            trial[:, ch] = index
+            cols.append(tile_bits(params, pixels, inside, trial))
+        chosen[:, ch] = torch.stack(cols, 1).argmin(dim=1)
+    empty = ~inside.flatten(1).any(1)
+    chosen[empty] = SCALE_OFFSET_ZERO
+    return chosen
 
 
 def _logistic_log_prob(x: torch.Tensor, mu: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
@@ -163,16 +226,20 @@ def freqs_from_masses(mass: torch.Tensor) -> torch.Tensor:
 class ExactHead:
     """Integer pmf tables for one channel at a time, with posterior mixture weights.
 
-    ``start(params)`` takes (N, P) fixed-point params; then for c = 0..C-1:
+    ``start(params, offsets)`` takes (N, P) fixed-point params and optional (N, C) scale-offset
+    indices; then for c = 0..C-1:
     ``freqs(c)`` gives (N, 256) int64 tables and ``observe(c, symbols)`` feeds the coded values.
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], channels: int, mixtures: int):
         self.tables, self.C, self.K = tables, channels, mixtures
 
-    def start(self, params: torch.Tensor) -> None:
+    def start(self, params: torch.Tensor, offsets: torch.Tensor | None = None) -> None:
+        """params (N, P) fixed point; offsets: optional (N, C) scale-offset indices."""
         p = params.to(torch.int64)
         self.logits, self.means, self.log_scales, self.coeffs = split_params(p, self.C, self.K)
+        if offsets is not None:
+            self.log_scales = self.log_scales + scale_offset(offsets).to(p.device).view(-1, self.C, 1)
         self.weights = prior_weights(self.logits, self.tables)
         self.known: list[torch.Tensor] = []  # coded channels, fixed-point in [-1, 1], (N, 1) each
         self._pmfs = None

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from arcompress import codec, container, zoo
+from arcompress import api, codec, container, zoo
 from arcompress.coder import DecodeError
 from arcompress.media import from_array
 
@@ -31,17 +31,22 @@ def test_small_image_header_is_compact(tiny_models):
     assert header <= 36 + len(tiny_models[1].name), header  # 35 fixed bytes (2-byte segment length)
 
 
-def test_version_1_files_still_decode(tiny_models, monkeypatch):
-    """Files of format version 1 (32-byte model digests) are still read."""
+def test_older_versions_still_decode(tiny_models, monkeypatch):
+    """Files of format version 1 (32-byte model digests) and 2 (no scale offsets) are still read."""
     a = natural_image(9, 10, 3, seed=5)
     monkeypatch.setattr(container, "FORMAT_VERSION", 1)
     monkeypatch.setattr(container, "IMAGE_DIGEST_BYTES", 32)
-    old, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
+    v1, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     monkeypatch.undo()
-    new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
-    assert old[4] == 1 and new[4] == container.FORMAT_VERSION == 2 and len(old) == len(new) + 24
-    assert container.unpack(old).planes[0].model_digest == tiny_models[3].digest
-    for data in (old, new):
+    monkeypatch.setattr(container, "FORMAT_VERSION", 2)
+    v2, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
+    monkeypatch.undo()
+    new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, adapt=False)
+    assert (v1[4], v2[4], new[4]) == (1, 2, container.FORMAT_VERSION) and len(v1) == len(v2) + 24
+    assert container.FORMAT_VERSION == container.ADAPTIVE_SCALES_VERSION == 3
+    assert container.unpack(v1).planes[0].model_digest == tiny_models[3].digest
+    assert [api.info(d)["format_version"] for d in (v1, v2, new)] == [1, 2, 3]
+    for data in (v1, v2, new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
 
