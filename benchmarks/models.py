@@ -20,7 +20,7 @@ import numpy as np
 from arcompress import codec, zoo
 from arcompress.media import ImageData
 
-from .images import DATA, float_nll_bits, load, start_results
+from .images import DATA, _outdated, float_nll_bits, load, start_results
 
 MODELS = ["pixelcnn-rgb", "pixelsnail", "pixelcnn-multires"]
 
@@ -45,9 +45,10 @@ def measure(name: str, img: ImageData, tile: int = codec.DEFAULT_TILE) -> dict:
     if not np.array_equal(back.pixels, img.pixels):
         raise RuntimeError(f"{name}: round trip failed")
     px = img.pixels.shape[0] * img.pixels.shape[1]
+    own, adapted = float_nll_bits(img, tile, pick)
     return {"bpsp_written": 8 * len(data) / n, "bpsp_exact_nll": stats.nll_bits / n,
-            "bpsp_float_nll": float_nll_bits(img, tile, pick) / n, "encode_px_per_s": px / t_enc,
-            "decode_px_per_s": px / t_dec, "round_trip_exact": True}
+            "bpsp_float_nll": own / n, "bpsp_float_nll_adapted": adapted / n, "encode_px_per_s": px / t_enc,
+            "decode_px_per_s": px / t_dec, "round_trip_exact": True, "format_version": data[4]}
 
 
 def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
@@ -57,6 +58,8 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
         if partial is not None:
             partial.write_text(json.dumps(results, indent=1))
 
+    results["rows"] = [r for r in results["rows"] if not _outdated(r)]  # older .arc formats: measure again
+    results["tiles"] = [r for r in results["tiles"] if not _outdated(r)]
     done = {(r["image"], r["model"]) for r in results["rows"]}
     items = images(quick)
     for image, img in items:
@@ -80,21 +83,25 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
             "tile": tile, "images": [i for i, _ in probes],
             "bpsp_written": sum(r["bpsp_written"] * img.pixels.size for r, (_, img) in zip(rows, probes)) / n,
             "decode_px_per_s": px / sum(img.pixels.shape[0] * img.pixels.shape[1] / r["decode_px_per_s"]
-                                        for r, (_, img) in zip(rows, probes))})
+                                        for r, (_, img) in zip(rows, probes)),
+            "format_version": rows[0]["format_version"]})
         save()
         log(f"pixelsnail tile {tile}: {results['tiles'][-1]}")
     return results
 
 
 def totals_cells(g: list[dict]) -> str:
-    """Markdown cells "images | float NLL | exact NLL | bits written | encode px/s | decode px/s |
-    round trips |" over rows ``g`` (bits weighted by sub-pixels, speeds by pixels)."""
+    """Markdown cells "images | float NLL | float NLL, adapted scales | exact NLL | bits written |
+    encode px/s | decode px/s | round trips |" over rows ``g`` (bits weighted by sub-pixels, speeds
+    by pixels)."""
     n = sum(r["subpixels"] for r in g)
     px = n / 3
-    avg = {k: sum(r[k] * r["subpixels"] for r in g) / n for k in ("bpsp_float_nll", "bpsp_exact_nll", "bpsp_written")}
+    avg = {k: sum(r.get(k, np.nan) * r["subpixels"] for r in g) / n
+           for k in ("bpsp_float_nll", "bpsp_float_nll_adapted", "bpsp_exact_nll", "bpsp_written")}
     enc = px / sum(r["subpixels"] / 3 / r["encode_px_per_s"] for r in g)
     dec = px / sum(r["subpixels"] / 3 / r["decode_px_per_s"] for r in g)
-    return (f"{len(g)} | {avg['bpsp_float_nll']:.4f} | {avg['bpsp_exact_nll']:.4f} | **{avg['bpsp_written']:.4f}** | "
+    return (f"{len(g)} | {avg['bpsp_float_nll']:.4f} | {avg['bpsp_float_nll_adapted']:.4f} | "
+            f"{avg['bpsp_exact_nll']:.4f} | **{avg['bpsp_written']:.4f}** | "
             f"{enc:.0f} | {dec:.0f} | {'all exact' if all(r['round_trip_exact'] for r in g) else 'FAILED'} |")
 
 
@@ -106,8 +113,12 @@ def summarize(results: dict) -> str:
     for u in results.get("updates", []):
         lines += [f"Rows for models added since were measured on the same crops by `{u['command']}` on "
                   f"{u['date']}.", ""]
-    lines += ["| model | images | float NLL | exact NLL | bits written | encode px/s | decode px/s | round trips |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    if any(map(_outdated, rows)):
+        lines += ["These rows were measured with .arc format version 2, before the per-tile scale offsets "
+                  "(no adapted float NLL); `--update` measures them again.", ""]
+    lines += ["| model | images | float NLL | float NLL, adapted scales | exact NLL | bits written | encode px/s "
+              "| decode px/s | round trips |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name in MODELS:
         g = [r for r in rows if r["model"] == name]
         if g:

@@ -31,11 +31,10 @@ import torch
 from PIL import Image
 
 from arcompress import codec, zoo
-from arcompress.head import nll_bits
 from arcompress.media import ImageData, from_array, write_image
 
 from .audio import unpack_deb
-from .images import CODECS, DATA as DEV, classical_sizes, load, run_cli, start_results
+from .images import CODECS, DATA as DEV, classical_sizes, float_tile_bits, load, run_cli, start_results
 
 DATA = Path(__file__).resolve().parent / "data"
 FASHION = DATA / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
@@ -84,17 +83,17 @@ def sets(quick: bool) -> dict[str, tuple[str, list[tuple[str, np.ndarray]]]]:
 
 
 def float_nll(model: zoo.ExactModel, images: np.ndarray) -> np.ndarray:
-    """Float-model NLL (bits) of each whole image: (N, S, S, C) uint8 -> (N,) float64."""
+    """Float-model NLL (bits) of each whole image, with the model's own scales and with adapted
+    ones (images.float_tile_bits): (N, S, S, C) uint8 -> (N, 2) float64."""
     net = model.float_model()
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     out = []
     with torch.no_grad():
         for s in range(0, len(x), 64):
             b = x[s:s + 64]
-            params = net(b)
-            for i in range(len(b)):  # nll_bits averages over a batch: one image at a time
-                out.append(float(nll_bits(params[i:i + 1], b[i:i + 1])) * b[i].numel())
-    return np.array(out)
+            own, adapted = float_tile_bits(net(b), b, torch.ones(len(b), 1, *b.shape[2:]))
+            out.append(torch.stack([own, adapted], 1).double().numpy())
+    return np.concatenate(out)
 
 
 def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path, log=print) -> dict:
@@ -114,7 +113,8 @@ def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path,
         data, stats = codec.encode_image(img, pick, tile=s, progress=False)
         t_enc += time.perf_counter() - t0
         row = {"image": name, "bytes": len(data), "header_bytes": len(data) - stats.payload_bytes,
-               "exact_nll_bits": stats.nll_bits, "float_nll_bits": float(floats[k]),
+               "exact_nll_bits": stats.nll_bits, "float_nll_bits": float(floats[k, 0]),
+               "float_nll_adapted_bits": float(floats[k, 1]), "format_version": data[4],
                "classical_bytes": classical_sizes(a)}
         if k < PER_FILE_DECODES:
             t0 = time.perf_counter()
@@ -190,6 +190,8 @@ def per_image_bits(r: dict) -> dict[str, float]:
     out["arcompress (one stream)"] = 8 * r["stream"]["bytes"] / r["images"]
     out["exact NLL"] = float(np.mean([x["exact_nll_bits"] for x in rows]))
     out["float NLL"] = float(np.mean([x["float_nll_bits"] for x in rows]))
+    if all("float_nll_adapted_bits" in x for x in rows):
+        out["float NLL, adapted scales"] = float(np.mean([x["float_nll_adapted_bits"] for x in rows]))
     return out
 
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from arcompress import codec
-from arcompress.api import compress_image
 from arcompress.head import SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, tile_bits
 from arcompress.media import from_array
 from arcompress.plan import TilePlan
