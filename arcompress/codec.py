@@ -97,10 +97,9 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
                   params: torch.Tensor, stats: EncodeStats, adapt: bool | None = True) -> bytes:
     """Code one lock-step group: tiles (B, C, h, w), inside (B, 1, h, w), params (B, P, h, w).
 
-    The segment starts with each tile's scale-offset indices, one per channel
-    (:mod:`arcompress.head`), chosen here
-    from the float NLL of the exact parameters; all "no offset" when ``adapt`` is False; none
-    written when it is None (format versions before container.ADAPTIVE_SCALES_VERSION).
+    The segment starts with each tile's scale-offset indices, one per channel (:mod:`arcompress.head`),
+    chosen here from the float NLL of the exact parameters; all "no offset" when ``adapt`` is
+    False; none written when it is None (format versions before container.ADAPTIVE_SCALES_VERSION).
     """
     b, c, h, w = tiles.shape
     head = ExactHead(model.ops.tables, c, model.config.mixtures)
@@ -143,7 +142,7 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
                  device: str = "cpu", progress: bool | None = None,
                  adapt: bool = True) -> tuple[bytes, EncodeStats]:
     """Encode an image; ``model_for(channels) -> ExactModel`` picks the model of each plane group;
-    ``adapt``: choose each tile's scale offset (else every tile codes with the model's own scales)."""
+    ``adapt``: choose each tile's and channel's scale offset (else the model's own scales are used)."""
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
     h, w, _ = img.pixels.shape

@@ -366,8 +366,8 @@ def summarize(results: dict) -> str:
              f"torch {results['machine']['torch']}, constriction {results['machine']['constriction']}, "
              f"imagecodecs {results['machine']['imagecodecs']}.", ""]
     for u in results.get("updates", []):
-        lines += [f"Measurements missing from that run (codecs added since) were added to the same pixels by "
-                  f"`{u['command']}` on {u['date']}.", ""]
+        lines += [f"Measurements missing from that run (codecs added since) or taken with an older .arc format "
+                  f"were (re)measured on the same pixels by `{u['command']}` on {u['date']}.", ""]
     for set_name, rows in results["sets"].items():
         n = sum(r["subpixels"] for r in rows)
         codecs = [c for c in CODECS if all(c in r["classical_bytes"] for r in rows)]

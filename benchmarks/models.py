@@ -111,8 +111,8 @@ def summarize(results: dict) -> str:
     lines = [f"Run: `{results['command']}` on {results['date']}; CPU {m['cpu']}, {m['cores']} threads, "
              f"GPU {m['gpu'] or 'none'}; torch {m['torch']}.", ""]
     for u in results.get("updates", []):
-        lines += [f"Rows for models added since were measured on the same crops by `{u['command']}` on "
-                  f"{u['date']}.", ""]
+        lines += [f"Rows for models added since, or measured with an older .arc format, were (re)measured on "
+                  f"the same crops by `{u['command']}` on {u['date']}.", ""]
     if any(map(_outdated, rows)):
         lines += ["These rows were measured with .arc format version 2, before the per-tile scale offsets "
                   "(no adapted float NLL); `--update` measures them again.", ""]
