@@ -20,7 +20,7 @@ from tqdm import tqdm
 from . import container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
-from .head import PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, exact_bits
+from .head import PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, exact_bits, scale_offset
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
 from .plan import TilePlan
@@ -113,12 +113,14 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
     sym = tiles.permute(2, 3, 0, 1).reshape(h * w * b, c).to(torch.int64)
     ins = inside.permute(2, 3, 0, 1).reshape(h * w * b).bool()
     enc = Encoder()
+    shifts = None
     if offsets is not None:
         enc.encode(offsets.flatten(), _offset_tables(b * c))
+        shifts = scale_offset(offsets)
     per = max(b, (HEAD_CHUNK_ROWS // b) * b)
     for s in range(0, h * w * b, per):
         e = min(s + per, h * w * b)
-        head.start(p[s:e], None if offsets is None else offsets.repeat((e - s) // b, 1))
+        head.start(p[s:e], None if shifts is None else shifts.repeat((e - s) // b, 1))
         freqs = []
         for ch in range(c):
             freqs.append(head.freqs(ch))
@@ -200,7 +202,7 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     c = model.config.channels
     ops = model.ops
     dec = Decoder(payload)
-    offsets = dec.decode(_offset_tables(b * c)).view(b, c) if adapted else None
+    shifts = scale_offset(dec.decode(_offset_tables(b * c)).view(b, c)) if adapted else None
     cache = model.net.CachedDecoder(ops, b, h, w)
     head = ExactHead(ops.tables, c, model.config.mixtures)
     out = torch.zeros(b, c, h, w, dtype=torch.int64)
@@ -208,7 +210,7 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     for i in range(h):
         cache.start_row(i)
         for j in range(w):
-            head.start(cache.step(j), offsets)
+            head.start(cache.step(j), shifts)
             m = ins_bool[:, i, j]
             for ch in range(c):
                 f = head.freqs(ch)

@@ -226,20 +226,21 @@ def freqs_from_masses(mass: torch.Tensor) -> torch.Tensor:
 class ExactHead:
     """Integer pmf tables for one channel at a time, with posterior mixture weights.
 
-    ``start(params, offsets)`` takes (N, P) fixed-point params and optional (N, C) scale-offset
-    indices; then for c = 0..C-1:
+    ``start(params, shifts)`` takes (N, P) fixed-point params and optional (N, C) fixed-point
+    log-scale offsets; then for c = 0..C-1:
     ``freqs(c)`` gives (N, 256) int64 tables and ``observe(c, symbols)`` feeds the coded values.
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], channels: int, mixtures: int):
         self.tables, self.C, self.K = tables, channels, mixtures
 
-    def start(self, params: torch.Tensor, offsets: torch.Tensor | None = None) -> None:
-        """params (N, P) fixed point; offsets: optional (N, C) scale-offset indices."""
+    def start(self, params: torch.Tensor, shifts: torch.Tensor | None = None) -> None:
+        """params (N, P) fixed point; shifts: optional (N, C) log-scale offsets in fixed point
+        (:func:`scale_offset` of the indices, converted once by the caller, not every step)."""
         p = params.to(torch.int64)
         self.logits, self.means, self.log_scales, self.coeffs = split_params(p, self.C, self.K)
-        if offsets is not None:
-            self.log_scales = self.log_scales + scale_offset(offsets).to(p.device).view(-1, self.C, 1)
+        if shifts is not None:
+            self.log_scales = self.log_scales + shifts.unsqueeze(-1)
         self.weights = prior_weights(self.logits, self.tables)
         self.known: list[torch.Tensor] = []  # coded channels, fixed-point in [-1, 1], (N, 1) each
         self._pmfs = None

@@ -5,7 +5,7 @@ import math
 import torch
 
 from arcompress.head import (SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, exact_bits, freqs_from_masses,
-                             nll_bits, tile_bits)
+                             nll_bits, scale_offset, tile_bits)
 
 from conftest import natural_image
 
@@ -80,7 +80,7 @@ def test_scale_offsets_shift_exact_and_float_alike(tiny_models):
         offsets = torch.tensor([index])
         fbits = float(tile_bits(params.double() / fp.ONE, x, torch.ones(1, 1, 16, 16), offsets)[0])
         head = ExactHead(exact.ops.tables, 3, exact.config.mixtures)
-        head.start(p, offsets.expand(256, 3))
+        head.start(p, scale_offset(offsets.expand(256, 3)))
         ebits = 0.0
         for c in range(3):
             ebits += float(exact_bits(head.freqs(c), sym[:, c]).sum())
