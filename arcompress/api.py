@@ -23,7 +23,10 @@ from .media import WRITERS, ImageData, from_array, read_image, write_image
 
 
 def _model_chooser(model: str | None):
-    """Channels -> model: the named / given model for its channel count, defaults otherwise."""
+    """Channels -> model: the named / given model for its channel count, defaults otherwise;
+    for ``best`` (zoo.BEST), the list of shipped models the encoder picks from."""
+    if model == zoo.BEST:
+        return zoo.shipped_image_models
     chosen = zoo.resolve(model) if model else None
 
     def pick(channels: int) -> zoo.ExactModel:
@@ -38,13 +41,16 @@ def _model_chooser(model: str | None):
 
 def _model_finder(extra: list[str] | None):
     """(name, digest) -> model: the given model files first, then the shipped models."""
+    extra = [spec for spec in extra or [] if spec != zoo.BEST]  # best: shipped models only
+
     def find(name: str, digest: bytes) -> zoo.ExactModel:
-        for spec in extra or []:
+        for spec in extra:
             m = zoo.resolve(spec)
             if m.matches(digest):
                 return m
-        if extra and name not in zoo.SHIPPED:
-            raise zoo.ModelError(f"the file was written with model {name!r} (SHA-256 {digest.hex()[:16]}...), "
+        if extra and name not in zoo.SHIPPED and (name or zoo.shipped_by_digest(digest) is None):
+            which = f"model {name!r}" if name else "a model"
+            raise zoo.ModelError(f"the file was written with {which} (SHA-256 {digest.hex()[:16]}...), "
                                  f"and the given model file(s) do not match it")
         return codec.default_model_for(name, digest)
     return find
@@ -62,7 +68,9 @@ def decompress_image(data: bytes, model: str | None = None, progress: bool | Non
 def compress(array: np.ndarray, model: str | None = None, tile: int = codec.DEFAULT_TILE,
              device: str = "auto") -> bytes:
     """Losslessly compress a uint8 image array (H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB or
-    (H, W, 4) RGBA.  ``model``: a shipped model name or a model file path (default: shipped)."""
+    (H, W, 4) RGBA.  ``model``: a shipped model name or a model file path (default: shipped), or
+    ``"best"``: every shipped model for each plane's channel count is tried and the one with the
+    fewest estimated bits codes it (an exact forward pass per candidate)."""
     return compress_image(from_array(array), model, tile, device)[0]
 
 
@@ -73,7 +81,7 @@ def decompress(data: bytes, model: str | None = None) -> np.ndarray:
 
 
 def _audio_model(model: str | None) -> zoo.ExactModel:
-    m = zoo.resolve(model or zoo.AUDIO_DEFAULT)
+    m = zoo.resolve(zoo.AUDIO_DEFAULT if model in (None, zoo.BEST) else model)  # one shipped audio model
     if not m.is_audio:
         raise zoo.ModelError(f"model {m.name} is an image model; audio needs a WaveNet model "
                              f"(e.g. {zoo.AUDIO_DEFAULT})")
@@ -124,12 +132,19 @@ def info(data: bytes) -> dict:
         "format_version": h.version, "scheme": h.scheme,
         "width": h.width, "height": h.height, "mode": h.mode,
         "tile": h.tile, "tiles_per_segment": h.group,
-        "models": [{"name": p.model_name, "sha256": p.model_digest.hex(), "channels": p.channels,
-                    "segments": len(p.segments), "payload_bytes": sum(map(len, p.segments))}
+        "models": [{"name": p.model_name or _shipped_name(p.model_digest), "sha256": p.model_digest.hex(),
+                    "channels": p.channels, "segments": len(p.segments),
+                    "payload_bytes": sum(map(len, p.segments))}
                    for p in h.planes],
         "crc32": f"{h.crc32:08x}", "metadata": sorted(h.meta),
         "file_bytes": len(data), "subpixels": n, "bits_per_subpixel": 8 * len(data) / n,
     }
+
+
+def _shipped_name(digest: bytes) -> str:
+    """The name of the shipped model a version-4 header identifies by its digest alone."""
+    model = zoo.shipped_by_digest(digest)
+    return model.name if model is not None else "(a shipped model this version does not have)"
 
 
 def _audio_info(data: bytes) -> dict:
@@ -193,7 +208,7 @@ def encode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, mo
     write_atomic(dst, data, force=force)
     return {"input": str(src), "output": str(dst), "bytes": len(data), "subpixels": img.pixels.size,
             "bits_per_subpixel": 8 * len(data) / img.pixels.size,
-            "model_bits_per_subpixel": stats.nll_bits / img.pixels.size,
+            "model_bits_per_subpixel": stats.nll_bits / img.pixels.size, "models": stats.models,
             "dropped_metadata": img.dropped, "verified": verify}
 
 

@@ -55,7 +55,9 @@ def main() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (one input only). Default: INPUT.arc")
 @click.option("-m", "--model", help=f"Model: a shipped name ({', '.join(zoo.SHIPPED)}) or a model file "
               "(from 'arcompress train'). It codes the planes with its channel count (3: colour, 1: grey "
-              "and alpha); the shipped model codes the others. Default: the shipped models.")
+              "and alpha); the shipped model codes the others. Default: the shipped models. 'best': try "
+              "every shipped image model and keep the smallest (encoding takes one forward pass per model "
+              "tried; decoding is as fast as with the model chosen).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the encoder's forward pass runs (decoding is always exact on the CPU).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
@@ -82,7 +84,8 @@ def encode(inputs, output, model, device, force, verify, quiet):
         elif not quiet:
             click.echo(f"{r['input']} -> {r['output']}: {r['bytes']} bytes, "
                        f"{r['bits_per_subpixel']:.3f} bits/sub-pixel "
-                       f"(model {r['model_bits_per_subpixel']:.3f}){', verified' if verify else ''} "
+                       f"(model {r['model_bits_per_subpixel']:.3f}, {'+'.join(r['models'])})"
+                       f"{', verified' if verify else ''} "
                        f"in {time.time() - t:.1f} s")
     _run_each(inputs, output, one)
 

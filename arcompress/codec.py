@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from tqdm import tqdm
 from . import container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
-from .head import PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, exact_bits, scale_offset
+from .head import (PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, exact_bits,
+                   scale_offset, tile_bits)
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
 from .plan import TilePlan
@@ -44,6 +45,7 @@ class EncodeStats:
 
     nll_bits: float = 0.0
     payload_bytes: int = 0
+    models: list[str] = field(default_factory=list)  # the model of each plane group
 
 
 def _device(spec: str) -> torch.device:
@@ -103,11 +105,7 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
     """
     b, c, h, w = tiles.shape
     head = ExactHead(model.ops.tables, c, model.config.mixtures)
-    offsets = None
-    if adapt:
-        offsets = choose_scale_offsets(params.to(torch.float32) / fp.ONE, tiles, inside)
-    elif adapt is not None:
-        offsets = torch.full((b, c), SCALE_OFFSET_ZERO, dtype=torch.int64)
+    offsets = _tile_offsets(params, tiles, inside, adapt)
     # rows in decoding order: position-major, tile-minor
     p = params.permute(2, 3, 0, 1).reshape(h * w * b, -1)
     sym = tiles.permute(2, 3, 0, 1).reshape(h * w * b, c).to(torch.int64)
@@ -134,6 +132,57 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
     return enc.finish()
 
 
+def _tile_offsets(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
+                  adapt: bool | None) -> torch.Tensor | None:
+    """The scale-offset indices (B, C) a segment starts with (see :func:`_encode_group`)."""
+    if adapt:
+        return choose_scale_offsets(params.to(torch.float32) / fp.ONE, tiles, inside)
+    if adapt is not None:
+        return torch.full(tiles.shape[:2], SCALE_OFFSET_ZERO, dtype=torch.int64)
+    return None
+
+
+def estimated_bits(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
+                   adapt: bool | None, chunk: int = DEFAULT_GROUP) -> float:
+    """Float NLL (bits) of tiles (N, C, h, w) under exact params (N, P, h, w) with the scale
+    offsets the encoder would choose: what the payload will cost, to within about 1 %."""
+    total = 0.0
+    for s in range(0, len(tiles), chunk):
+        t, m, p = tiles[s:s + chunk], inside[s:s + chunk], params[s:s + chunk].to(torch.float32) / fp.ONE
+        offsets = _tile_offsets(params[s:s + chunk], t, m, adapt)
+        if offsets is None:
+            offsets = torch.full(t.shape[:2], SCALE_OFFSET_ZERO, dtype=torch.int64)
+        total += float(tile_bits(p, t, m, offsets).sum())
+    return total
+
+
+def _pick_model(candidates: list[zoo.ExactModel], tiles: torch.Tensor, inside: torch.Tensor,
+                device: torch.device, bar, adapt: bool | None) -> tuple[zoo.ExactModel, torch.Tensor]:
+    """The candidate whose exact parameters give the fewest estimated bits, with those parameters
+    (each candidate costs one exact forward pass; one candidate costs nothing more)."""
+    best = None
+    for model in candidates:
+        params = exact_params(model, tiles, inside, device, bar)
+        if len(candidates) == 1:
+            return model, params
+        bits = estimated_bits(params, tiles, inside, adapt)
+        if best is None or bits < best[0]:
+            best = (bits, model, params)
+    return best[1], best[2]
+
+
+def _candidates(chosen, channels: int) -> list[zoo.ExactModel]:
+    """``model_for``'s answer (one model or a list to pick from), checked against the channels."""
+    models = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+    if not models:
+        raise ValueError(f"no model codes {channels} channel(s)")
+    for model in models:
+        if model.config.channels != channels:
+            raise ValueError(f"model {model.name} codes {model.config.channels} channel(s), "
+                             f"this plane group has {channels}")
+    return models
+
+
 def default_group(tiles: int) -> int:
     """Tiles per segment: at most DEFAULT_GROUP, and at least two segments (so two processes can
     decode in parallel) once there are 2 * MIN_SPLIT_GROUP tiles."""
@@ -143,7 +192,8 @@ def default_group(tiles: int) -> int:
 def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int | None = None,
                  device: str = "cpu", progress: bool | None = None,
                  adapt: bool = True) -> tuple[bytes, EncodeStats]:
-    """Encode an image; ``model_for(channels) -> ExactModel`` picks the model of each plane group;
+    """Encode an image; ``model_for(channels)`` gives the model of each plane group, or a list of
+    models to pick from (the one with the fewest estimated bits: ``--model best``);
     ``adapt``: choose each tile's and channel's scale offset (else the model's own scales are used)."""
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
@@ -157,18 +207,17 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
         adapt = None  # an older format, written by tests of the reader's compatibility
     planes = []
     groups = coded_planes(img.mode, img.meta)
-    bar = _progress(h * w * len(groups), "encoding", progress)
-    for chans, nch in groups:
-        model = model_for(nch)
-        if model.config.channels != nch:
-            raise ValueError(f"model {model.name} codes {model.config.channels} channel(s), "
-                             f"this plane group has {nch}")
+    candidates = [_candidates(model_for(nch), nch) for _, nch in groups]
+    bar = _progress(h * w * sum(map(len, candidates)), "encoding", progress)
+    for (chans, nch), models in zip(groups, candidates):
         plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
-        params = exact_params(model, tiles, inside, dev, bar)
+        model, params = _pick_model(models, tiles, inside, dev, bar, adapt)
+        stats.models.append(model.name)
         segs = [_encode_group(model, tiles[g], inside[g], params[g], stats, adapt) for g in
                 (slice(r.start, r.stop) for r in plan.groups())]
-        planes.append(container.PlaneGroup(nch, model.name, model.digest, segs))
+        unnamed = container.FORMAT_VERSION >= container.UNNAMED_SHIPPED_VERSION and zoo.is_shipped(model)
+        planes.append(container.PlaneGroup(nch, "" if unnamed else model.name, model.digest, segs))
         stats.payload_bytes += sum(map(len, segs))
     bar.close()
     header = container.Header(fp.SCHEME_VERSION, h, w, img.mode, plan.tile, plan.group,
@@ -294,7 +343,15 @@ def _decode_jobs(jobs: list, workers: int, bar) -> list[torch.Tensor]:
 
 
 def default_model_for(name: str, digest: bytes) -> zoo.ExactModel:
-    """The shipped model with this name, checked against the file's SHA-256."""
+    """The shipped model with this name (or, for an unnamed one, this SHA-256), checked against
+    the file's SHA-256."""
+    if not name:
+        model = zoo.shipped_by_digest(digest)
+        if model is None:
+            raise zoo.ModelError(f"the file was written with a shipped model (SHA-256 {digest.hex()[:16]}...) "
+                                 "that this version of arcompress does not have; pass its model file "
+                                 "with --model")
+        return model
     try:
         model = zoo.resolve(name)
     except zoo.ModelError:

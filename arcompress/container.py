@@ -15,7 +15,9 @@ Layout (integers are unsigned LEB128 varints unless a size is given)::
                         model name (1-byte length + UTF-8), the first 8 bytes of the model's
                         SHA-256 (version 1 stored all 32: a 28x28 file spends a third of its
                         bytes on the header, so version 2 keeps the 64 bits that identify the model),
-                        segment count, then each segment's byte length
+                        segment count, then each segment's byte length.  From version 4 a
+                        shipped model is written with an empty name: its digest alone finds it
+                        (zoo.shipped_by_digest), which saves 12-18 bytes on a 32x32 file
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
     payload    the segments, in order; from version 3 each one starts (in its range-coded
                stream) with one scale-offset index per tile, 4 bits each (codec, head)
@@ -44,11 +46,13 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3)
+READ_VERSIONS = (1, 2, 3, 4)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
+#: from this version on, an image header names no shipped model: its digest identifies it
+UNNAMED_SHIPPED_VERSION = 4
 #: bytes of the model's SHA-256 recorded in an image header (version 2)
 IMAGE_DIGEST_BYTES = 8
 KIND_IMAGE = 1
@@ -68,7 +72,7 @@ class FormatError(ValueError):
 @dataclass
 class PlaneGroup:
     channels: int
-    model_name: str
+    model_name: str  # "" for a shipped model (version 4): the digest identifies it
     model_digest: bytes  # the model's SHA-256, or its first IMAGE_DIGEST_BYTES as read from a file
     segments: list[bytes] = field(default_factory=list)
 
@@ -213,6 +217,8 @@ def unpack(data: bytes) -> Header:
             name = r.take(r.byte()).decode()
         except UnicodeDecodeError:
             raise FormatError("corrupt header (model name)") from None
+        if not name and version < UNNAMED_SHIPPED_VERSION:
+            raise FormatError("corrupt header (model name)")
         digest = r.take(32 if version == 1 else IMAGE_DIGEST_BYTES)
         n_seg = r.varint(len(data))
         lengths.append([r.varint(len(data)) for _ in range(n_seg)])

@@ -38,6 +38,8 @@ SHIPPED = {"pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcn
 DEFAULTS = {3: "pixelcnn-rgb", 1: "pixelcnn-gray"}
 #: the default audio model
 AUDIO_DEFAULT = "wavenet-audio"
+#: ``--model best``: the encoder tries every shipped image model for a plane group's channel count
+BEST = "best"
 
 
 def model_class(cfg):
@@ -153,6 +155,22 @@ def shipped_path(name: str) -> Path:
 
 
 _cache: dict[str, ExactModel] = {}
+
+
+def shipped_by_digest(recorded: bytes) -> ExactModel | None:
+    """The shipped model whose SHA-256 starts with ``recorded`` (a file's digest), if any."""
+    return next((m for m in map(resolve, SHIPPED) if m.matches(recorded)), None)
+
+
+def shipped_image_models(channels: int) -> list[ExactModel]:
+    """The shipped image models that code ``channels`` channels (the candidates of ``--model best``)."""
+    models = [resolve(name) for name in SHIPPED]
+    return [m for m in models if not m.is_audio and m.config.channels == channels]
+
+
+def is_shipped(model: ExactModel) -> bool:
+    """Whether ``model`` is one of the models that ship inside the package (same weights)."""
+    return model.name in SHIPPED and resolve(model.name).digest == model.digest
 
 
 def resolve(spec: str) -> ExactModel:

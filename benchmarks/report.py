@@ -137,7 +137,9 @@ def papers_table(small: dict | None) -> list[str]:
 def params_note(small: dict | None) -> str:
     from arcompress import zoo
 
-    names = sorted({r["model"] for r in (small or {}).get("sets", {}).values()}) or [zoo.DEFAULTS[3]]
+    sets = (small or {}).get("sets", {}).values()
+    names = sorted({n for r in sets for n in (r["model_sha256"] if isinstance(r["model_sha256"], dict)
+                                              else [r["model"]])}) or [zoo.DEFAULTS[3]]
     counts = []
     for n in names:
         net = zoo.resolve(n).float_model()

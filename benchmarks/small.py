@@ -78,8 +78,10 @@ def dev_crops(per_image: int, size: int = 32) -> list[tuple[str, np.ndarray]]:
 
 def sets(quick: bool) -> dict[str, tuple[str, list[tuple[str, np.ndarray]]]]:
     """set name -> (model name, [(image name, (S, S, C) uint8)])."""
+    crops = dev_crops(2 if quick else 20)
     return {"fashion-mnist 28x28 grey (test set)": (FASHION_MODEL, fashion_images(20 if quick else 1000)),
-            "dev photos 32x32 RGB crops": (RGB_MODEL, dev_crops(2 if quick else 20))}
+            "dev photos 32x32 RGB crops": (RGB_MODEL, crops),
+            "dev photos 32x32 RGB crops, --model best": (zoo.BEST, crops)}
 
 
 def float_nll(model: zoo.ExactModel, images: np.ndarray) -> np.ndarray:
@@ -97,24 +99,27 @@ def float_nll(model: zoo.ExactModel, images: np.ndarray) -> np.ndarray:
 
 
 def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path, log=print) -> dict:
-    """Measure one set (see the module docstring)."""
-    model = zoo.resolve(model_name)
-    pick = lambda ch: model  # noqa: E731 - every image of a set has the model's channel count
-    find = lambda name, digest: model  # noqa: E731
+    """Measure one set (see the module docstring).  ``model_name`` may be ``best`` (zoo.BEST): each
+    file is then coded by the shipped model the encoder picks, and each row names it."""
     stack = np.stack([a for _, a in items])
     n, s, _, c = stack.shape
     dims = s * s * c
+    candidates = zoo.shipped_image_models(c) if model_name == zoo.BEST else [zoo.resolve(model_name)]
+    by_digest = {m.digest[:8]: m for m in candidates}
+    pick = lambda ch: candidates if len(candidates) > 1 else candidates[0]  # noqa: E731 - one channel count
+    find = lambda name, digest: by_digest[bytes(digest[:8])]  # noqa: E731
     rows = []
     t_enc = t_dec = 0.0
-    floats = float_nll(model, stack)
+    floats = {m.name: float_nll(m, stack) for m in candidates}  # each image's row: its model's
     for k, (name, a) in enumerate(items):
         img = from_array(a[:, :, 0] if c == 1 else a)
         t0 = time.perf_counter()
         data, stats = codec.encode_image(img, pick, tile=s, progress=False)
         t_enc += time.perf_counter() - t0
+        own, adapted = floats[stats.models[0]][k]
         row = {"image": name, "bytes": len(data), "header_bytes": len(data) - stats.payload_bytes,
-               "exact_nll_bits": stats.nll_bits, "float_nll_bits": float(floats[k, 0]),
-               "float_nll_adapted_bits": float(floats[k, 1]), "format_version": data[4],
+               "model": stats.models[0], "exact_nll_bits": stats.nll_bits, "float_nll_bits": float(own),
+               "float_nll_adapted_bits": float(adapted), "format_version": data[4],
                "classical_bytes": classical_sizes(a)}
         if k < PER_FILE_DECODES:
             t0 = time.perf_counter()
@@ -136,7 +141,8 @@ def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path,
     if not np.array_equal(back.pixels, tall.pixels):
         raise RuntimeError("stream round trip failed")
     return {
-        "model": model_name, "model_sha256": model.digest.hex(), "images": n, "size": f"{s}x{s}x{c}",
+        "model": model_name, "model_sha256": {m.name: m.digest.hex() for m in candidates},
+        "stream_model": sstats.models[0], "images": n, "size": f"{s}x{s}x{c}",
         "dims_per_image": dims, "rows": rows,
         "per_file_encode_images_per_s": n / t_enc,
         "per_file_decode_images_per_s": min(n, PER_FILE_DECODES) / t_dec,
@@ -195,6 +201,18 @@ def per_image_bits(r: dict) -> dict[str, float]:
     return out
 
 
+def _models_used(r: dict) -> str:
+    """The model(s) of a set's results: the SHA-256 prefix, or for ``best`` how often each was picked."""
+    sha = r["model_sha256"]
+    if isinstance(sha, str):  # results written before --model best was measured
+        return sha[:12]
+    if len(sha) == 1:
+        return next(iter(sha.values()))[:12]
+    picked = [x["model"] for x in r["rows"]]
+    counts = ", ".join(f"`{m}` ({sha[m][:12]}) {picked.count(m)}" for m in sha)
+    return f"picked per file: {counts}; the stream: `{r['stream_model']}`"
+
+
 def summarize(results: dict) -> str:
     """Markdown for the small-image sets."""
     m = results["machine"]
@@ -208,7 +226,7 @@ def summarize(results: dict) -> str:
         dims = r["dims_per_image"]
         best = min(CODECS, key=lambda c: bits[c])
         lines += [f"**{name}**: {r['images']} images of {r['size']}, model `{r['model']}` "
-                  f"({r['model_sha256'][:12]}); bits per image (mean) and bits per dimension", "",
+                  f"({_models_used(r)}); bits per image (mean) and bits per dimension", "",
                   "| codec | bits / image | bits / dim | vs best classical |", "|---|---:|---:|---:|"]
         for k, v in bits.items():
             label = f"**{k}**" if k.startswith("arcompress") else k

@@ -106,6 +106,23 @@ def test_verify_and_info(tmp_path):
     assert r.exit_code == 0 and "bits/sub-pixel" in r.output and "pixelcnn-rgb" in r.output
 
 
+def test_model_best_tries_the_shipped_models(tmp_path):
+    """--model best: each plane group is coded by the shipped model with the fewest estimated bits
+    (RGBA: an RGB model and a grey one for alpha), named in the summary; decoding needs no --model."""
+    from arcompress import zoo
+    src = make(tmp_path / "b.png", "RGBA")
+    r = run("encode", src, "--model", "best", "--verify")
+    assert r.exit_code == 0 and "verified" in r.output, r.output
+    names = json.loads(run("info", "--json", f"{src}.arc").output)
+    chosen = [m["name"] for m in names["models"]]
+    assert chosen[0] in [m.name for m in zoo.shipped_image_models(3)]
+    assert chosen[1] in [m.name for m in zoo.shipped_image_models(1)]
+    assert "+".join(chosen) in r.output
+    out = tmp_path / "back.png"
+    assert run("decode", f"{src}.arc", "-o", out).exit_code == 0
+    assert np.array_equal(pixels(out)[1], pixels(src)[1])
+
+
 def test_output_exists_is_refused_and_untouched(tmp_path):
     src = make(tmp_path / "a.png", "L")
     out = tmp_path / "a.png.arc"

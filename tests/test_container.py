@@ -25,14 +25,15 @@ def test_header_round_trip():
 
 
 def test_small_image_header_is_compact(tiny_models):
-    """A 28x28 grey file spends little on its header: the model is named by 8 bytes of its SHA-256."""
+    """A 28x28 grey file spends little on its header: the model is named by 8 bytes of its SHA-256
+    (and, for a shipped model, by nothing else: test_shipped_models_are_found_by_digest)."""
     data, stats = codec.encode_image(from_array(natural_image(28, 28, 1, seed=3)), tiny_models.__getitem__)
     header = len(data) - stats.payload_bytes
     assert header <= 36 + len(tiny_models[1].name), header  # 35 fixed bytes (2-byte segment length)
 
 
 def test_older_versions_still_decode(tiny_models, monkeypatch):
-    """Files of format version 1 (32-byte model digests) and 2 (no scale offsets) are still read."""
+    """Files of format version 1 (32-byte model digests), 2 (no scale offsets) and 3 are still read."""
     a = natural_image(9, 10, 3, seed=5)
     monkeypatch.setattr(container, "FORMAT_VERSION", 1)
     monkeypatch.setattr(container, "IMAGE_DIGEST_BYTES", 32)
@@ -41,14 +42,41 @@ def test_older_versions_still_decode(tiny_models, monkeypatch):
     monkeypatch.setattr(container, "FORMAT_VERSION", 2)
     v2, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     monkeypatch.undo()
+    monkeypatch.setattr(container, "FORMAT_VERSION", 3)
+    v3, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, adapt=False)
+    monkeypatch.undo()
     new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, adapt=False)
-    assert (v1[4], v2[4], new[4]) == (1, 2, container.FORMAT_VERSION) and len(v1) == len(v2) + 24
-    assert container.FORMAT_VERSION == container.ADAPTIVE_SCALES_VERSION == 3
+    assert (v1[4], v2[4], v3[4], new[4]) == (1, 2, 3, container.FORMAT_VERSION) and len(v1) == len(v2) + 24
+    assert container.FORMAT_VERSION == container.UNNAMED_SHIPPED_VERSION == 4
     assert container.unpack(v1).planes[0].model_digest == tiny_models[3].digest
-    assert [api.info(d)["format_version"] for d in (v1, v2, new)] == [1, 2, 3]
-    for data in (v1, v2, new):
+    assert [api.info(d)["format_version"] for d in (v1, v2, v3, new)] == [1, 2, 3, 4]
+    for data in (v1, v2, v3, new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
+
+
+def test_shipped_models_are_found_by_digest(monkeypatch):
+    """From version 4 a shipped model is not named in the header (its 8-byte digest finds it); a
+    version-3 file names it.  Both decode; an unnamed digest that no shipped model has is a clear error."""
+    a = natural_image(6, 5, 3, seed=2)
+    monkeypatch.setattr(container, "FORMAT_VERSION", 3)
+    v3, _ = codec.encode_image(from_array(a))
+    monkeypatch.undo()
+    v4, _ = codec.encode_image(from_array(a))
+    name = zoo.DEFAULTS[3]
+    assert container.unpack(v3).planes[0].model_name == name
+    assert container.unpack(v4).planes[0].model_name == "" and len(v3) == len(v4) + len(name)
+    assert api.info(v4)["models"][0]["name"] == name
+    for data in (v3, v4):
+        assert np.array_equal(codec.decode_image(data).pixels, a)
+        assert np.array_equal(api.decompress(data, model=name), a)
+    h = container.unpack(v4)
+    h.planes[0].model_digest = bytes(8)
+    with pytest.raises(zoo.ModelError, match="shipped model .* does not have"):
+        codec.decode_image(container.pack(h))
+    monkeypatch.setattr(container, "FORMAT_VERSION", 3)  # versions before 4 always name the model
+    with pytest.raises(container.FormatError, match="model name"):
+        container.unpack(container.pack(h))
 
 
 def test_not_an_arc_file():
