@@ -120,6 +120,7 @@ def arcompress_row(img: ImageData, decode: bool, tile: int = codec.DEFAULT_TILE)
     n = img.pixels.size
     own, adapted = float_nll_bits(img, tile)
     row = {"bytes": len(data), "header_bytes": len(data) - stats.payload_bytes, "format_version": data[4],
+           "models": stats.models,
            "bpsp_written": 8 * len(data) / n, "bpsp_exact_nll": stats.nll_bits / n,
            "bpsp_float_nll": own / n, "bpsp_float_nll_adapted": adapted / n, "encode_s": t_enc,
            "encode_px_per_s": img.pixels.shape[0] * img.pixels.shape[1] / t_enc}
@@ -289,8 +290,14 @@ def machine() -> dict:
 
 
 def _outdated(row: dict) -> bool:
-    """Whether an arcompress measurement was taken with an older .arc format (no scale offsets)."""
+    """Whether an arcompress measurement was taken with an older .arc format."""
     return row.get("format_version", 1) < container.FORMAT_VERSION
+
+
+def _not_default(row: dict, channels: int) -> bool:
+    """Whether an arcompress measurement used other models than today's defaults (or did not say)."""
+    expected = [zoo.DEFAULTS[3 if channels >= 3 else 1]] + ([zoo.DEFAULTS[1]] if channels in (2, 4) else [])
+    return row.get("models") != expected
 
 
 def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
@@ -338,7 +345,8 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
                 if missing:  # a codec added since this row was measured
                     row["classical_bytes"].update(classical_sizes(load(path, crop).pixels, missing))
                     save()
-                if _outdated(row["arcompress"]):  # written in an older .arc format: measure it again
+                if _outdated(row["arcompress"]) or _not_default(row["arcompress"], row["channels"]):
+                    # written in an older .arc format or by another default model: measure it again
                     img = load(path, crop)
                     row["arcompress"], data = arcompress_row(img, decode=False)
                     row["arcompress"].update(cli_round_trip(img, data, workdir))
@@ -384,9 +392,14 @@ def summarize(results: dict) -> str:
         versions = sorted({r["arcompress"].get("format_version", 1) for r in rows})
         if versions != [container.FORMAT_VERSION]:
             lines += ["", f"The arcompress files above were written in .arc format version "
-                          f"{'/'.join(map(str, versions))}, without the per-tile scale offsets of today's "
-                          f"version {container.FORMAT_VERSION} (version 1 also stored the model's whole SHA-256, "
-                          f"24 bytes more per image)."]
+                          f"{'/'.join(map(str, versions))}, not today's {container.FORMAT_VERSION} "
+                          "(README, 'The file format', lists what each version changed)."]
+        if any(_not_default(r["arcompress"], r["channels"]) for r in rows):
+            used = sorted({"+".join(r["arcompress"]["models"]) for r in rows if "models" in r["arcompress"]})
+            lines += ["", "They were written by " + (", ".join(f"`{u}`" for u in used) if used else
+                          "the default models of that run (the rows do not name them)") +
+                      f"; today's defaults are `{zoo.DEFAULTS[3]}` (RGB) and `{zoo.DEFAULTS[1]}` (grey), "
+                      "and `--update` measures every row again with them."]
         lines += ["", f"arcompress: float model NLL {a['bpsp_float_nll']:.4f} (the model's own scales: what a paper "
                       f"reports), {a['bpsp_float_nll_adapted']:.4f} with the scales adapted per tile and channel; "
                       f"exact model NLL as coded {a['bpsp_exact_nll']:.4f} (conversion "

@@ -22,7 +22,8 @@ from arcompress.media import ImageData
 
 from .images import DATA, _outdated, float_nll_bits, load, start_results
 
-MODELS = ["pixelcnn-rgb", "pixelsnail", "pixelcnn-multires"]
+#: every shipped RGB model, in the order zoo.SHIPPED lists them
+MODELS = [m.name for m in zoo.shipped_image_models(3)]
 
 
 def images(quick: bool) -> list[tuple[str, ImageData]]:
@@ -114,8 +115,9 @@ def summarize(results: dict) -> str:
         lines += [f"Rows for models added since, or measured with an older .arc format, were (re)measured on "
                   f"the same crops by `{u['command']}` on {u['date']}.", ""]
     if any(map(_outdated, rows)):
-        lines += ["These rows were measured with .arc format version 2, before the per-tile scale offsets "
-                  "(no adapted float NLL); `--update` measures them again.", ""]
+        versions = sorted({r.get("format_version", 1) for r in rows})
+        lines += [f"These rows were measured with .arc format version {'/'.join(map(str, versions))}, not "
+                  "today's (README, 'The file format'); `--update` measures them again.", ""]
     lines += ["| model | images | float NLL | float NLL, adapted scales | exact NLL | bits written | encode px/s "
               "| decode px/s | round trips |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]

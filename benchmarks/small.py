@@ -7,8 +7,9 @@ Sets (never trained on):
   ``python -m benchmarks fetch-data`` downloads it).  Model ``pixelcnn-fashion28``, trained on the
   60 000 training images only.
 * **dev photos 32x32 RGB**: a CIFAR-like set cut from the RGB dev photos (the 14 USC-SIPI images and
-  ``flower_foveon_rgb``): crops at fixed random positions (seed 0).  Model ``pixelcnn-rgb``, the
-  default RGB model, which was trained on 32x32 crops of the training photos.
+  ``flower_foveon_rgb``): crops at fixed random positions (seed 0).  The default RGB model, which
+  was trained on 32x32 crops of the training photos, and ``--model best`` (every shipped RGB model
+  tried per file).
 
 For each image: every classical codec writes one file; arcompress writes one ``.arc`` (header
 included) through the API and reports the exact NLL; the float NLL comes from the float model the
@@ -39,7 +40,7 @@ from .images import CODECS, DATA as DEV, classical_sizes, float_tile_bits, load,
 DATA = Path(__file__).resolve().parent / "data"
 FASHION = DATA / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
 FASHION_MODEL = "pixelcnn-fashion28"
-RGB_MODEL = "pixelcnn-rgb"
+RGB_MODEL = zoo.DEFAULTS[3]
 #: images decoded one file at a time (the rest are checked through the stream)
 PER_FILE_DECODES = 20
 

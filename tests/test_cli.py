@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, PngImagePlugin
 
+from arcompress import zoo
 from arcompress.cli import main
 
 from conftest import natural_image
@@ -103,7 +104,7 @@ def test_verify_and_info(tmp_path):
     r = run("encode", src, "--verify")
     assert r.exit_code == 0 and "verified" in r.output
     r = run("info", f"{src}.arc")
-    assert r.exit_code == 0 and "bits/sub-pixel" in r.output and "pixelcnn-rgb" in r.output
+    assert r.exit_code == 0 and "bits/sub-pixel" in r.output and f"model {zoo.DEFAULTS[3]} " in r.output
 
 
 def test_model_best_tries_the_shipped_models(tmp_path):

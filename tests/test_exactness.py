@@ -180,10 +180,10 @@ def test_any_scale_offsets_round_trip(which, request, monkeypatch):
 
 
 def test_scale_adaptation_pays_where_the_model_is_overconfident():
-    """The shipped RGB model, trained on photos, is overconfident on noise: the encoder picks
+    """``pixelcnn-rgb``, trained on photos only, is overconfident on noise: the encoder picks
     wider scales, the file shrinks by more than 10 %, and it decodes exactly."""
     from arcompress import zoo
-    model = zoo.resolve(zoo.DEFAULTS[3])
+    model = zoo.resolve("pixelcnn-rgb")
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     fixed, _ = codec.encode_image(from_array(noise), lambda c: model, adapt=False)
