@@ -149,9 +149,7 @@ def estimated_bits(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tens
     total = 0.0
     for s in range(0, len(tiles), chunk):
         t, m, p = tiles[s:s + chunk], inside[s:s + chunk], params[s:s + chunk].to(torch.float32) / fp.ONE
-        offsets = _tile_offsets(params[s:s + chunk], t, m, adapt)
-        if offsets is None:
-            offsets = torch.full(t.shape[:2], SCALE_OFFSET_ZERO, dtype=torch.int64)
+        offsets = _tile_offsets(params[s:s + chunk], t, m, bool(adapt))  # None (no offsets): zeros
         total += float(tile_bits(p, t, m, offsets).sum())
     return total
 
