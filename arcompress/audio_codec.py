@@ -140,17 +140,18 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
         enc.encode(sy, f)
     prefix = shifts.numpy().astype(np.uint8).tobytes() + taps.numpy().astype("<i2").tobytes()
     stats.nll_bits += 8 * len(prefix)
-    return prefix + enc.finish()
+    return prefix + enc.finish(trimmed=container.FORMAT_VERSION >= container.COMPACT_VERSION)
 
 
 def decode_segment(model: zoo.ExactModel, payload: bytes, frames: int, info: AudioInfo, wasted: int,
-                   low_bits: int, chunk: int) -> np.ndarray:
-    """Decode one segment of ``frames`` frames -> native samples (frames, C) int32."""
+                   low_bits: int, chunk: int, trimmed: bool = True) -> np.ndarray:
+    """Decode one segment of ``frames`` frames -> native samples (frames, C) int32; ``trimmed``:
+    the stream is trimmed (format version 5 on, coder.py)."""
     with _single_thread():
-        return _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk)
+        return _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, trimmed)
 
 
-def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk) -> np.ndarray:
+def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, trimmed) -> np.ndarray:
     ops = model.ops
     lay = _Layout(frames, info.channels, chunk)
     B, C, N = lay.B, lay.C, lay.N
@@ -163,7 +164,7 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk) 
         raise container.FormatError("corrupt segment (predictor shift)")
     taps = torch.from_numpy(np.frombuffer(payload, "<i2", S * P, S).astype(np.int64)).view(B, C, P)
     taps = taps.flip(-1).to(torch.float64)
-    dec = Decoder(payload[S * (1 + 2 * P):])
+    dec = Decoder(payload[S * (1 + 2 * P):], trimmed=trimmed)
     cache = CachedDecoder(ops, B * C)
     head = ExactAudioHead(ops.tables, model.config.mixtures)
     mulaw = ops.tables["mulaw"]
@@ -281,7 +282,8 @@ def decode_stream(reader, model_for, workers: int | None = None, progress: bool 
     def jobs():
         for k in range(n_seg):
             n = min(seg_frames, h.frames - k * seg_frames)
-            yield (model, container.read_segment(reader), n, info, h.wasted, h.low_bits, h.chunk)
+            yield (model, container.read_segment(reader), n, info, h.wasted, h.low_bits, h.chunk,
+                   h.version >= container.COMPACT_VERSION)
 
     if workers is None:
         workers = min(n_seg, os.cpu_count() or 1) if h.frames * h.channels >= 1 << 16 else 1

@@ -178,11 +178,15 @@ def info(inputs, as_json):
               help="Audio: validate on this folder instead of holding files out.")
 @click.option("--init", "init", default=None, help="Images: start from this model's float weights (shipped name or "
               "file), layer by layer where names and shapes match, e.g. a PixelSNAIL from pixelcnn-rgb.")
+@click.option("--val-crops", default=16, show_default=True, help="Images: random crops of each held-out "
+              "image that validation measures (more: a steadier figure, slower checkpoints).")
+@click.option("--average", default=0.0, show_default=True, help="Decay of a Polyak (moving) average of the "
+              "weights, e.g. 0.999: validation measures it and the model file gets it; 0 ships the last step's weights.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default: OUTPUT.ckpt.safetensors); resumed if present.")
 @click.option("--checkpoint-every", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, value, residual, skip, layers, mixtures, steps,
-          batch, crop, lr, lr_decay, threads, val_files, val_dir, init, checkpoint, checkpoint_every, seed):
+          batch, crop, lr, lr_decay, threads, val_files, val_dir, val_crops, init, average, checkpoint, checkpoint_every, seed):
     """Train a model on a folder of images (PixelCNN++) or recordings (WaveNet) and write an
     exact model file.
 
@@ -207,7 +211,7 @@ def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, v
             cfg = WaveNetConfig(residual=residual, skip=skip, layers=layers, mixtures=mixtures or 4)
             opts = AudioTrainOptions(steps=steps, batch=batch or 8, crop=crop or 4096, lr=lr, lr_decay=lr_decay,
                                      threads=threads, val_files=val_files, checkpoint_every=checkpoint_every,
-                                     seed=seed)
+                                     seed=seed, average=average)
             r = train_audio(data_dir, output, cfg, opts, checkpoint=checkpoint, val_dir=val_dir, log=click.echo)
             click.echo(f"wrote {output}: validation {r['val_bits']:.4f} bits/sample (float model) "
                        f"after {r['steps']} steps")
@@ -225,7 +229,8 @@ def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, v
         else:
             cfg = PixelCNNConfig(**shape)
         opts = TrainOptions(steps=steps, batch=batch or 16, crop=crop or 32, lr=lr, lr_decay=lr_decay,
-                            threads=threads, val_images=val_files, checkpoint_every=checkpoint_every, seed=seed)
+                            threads=threads, val_images=val_files, checkpoint_every=checkpoint_every, seed=seed,
+                            val_crops=val_crops, average=average)
         r = run(data_dir, output, cfg, opts, checkpoint=checkpoint, log=click.echo, init=init)
     except (ValueError, OSError) as e:
         _fail(str(e))

@@ -24,13 +24,7 @@ from .head import (PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choos
                    scale_offset, tile_bits)
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
-from .plan import TilePlan
-
-DEFAULT_TILE = 32
-#: most tiles in one lock-step group (payload segment)
-DEFAULT_GROUP = 256
-#: fewest tiles per group when an image is split into two segments for two decoding processes
-MIN_SPLIT_GROUP = 16
+from .plan import DEFAULT_GROUP, DEFAULT_TILE, MIN_SPLIT_GROUP, TilePlan, default_group  # noqa: F401
 #: images smaller than this (pixels) decode in this process: forking costs more than it saves
 PARALLEL_MIN_PIXELS = 1 << 15
 #: tile rows of the encoder's forward pass per chunk (bounds memory)
@@ -129,7 +123,7 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
         f, x = f[m], x[m]
         stats.nll_bits += float(exact_bits(f, x).sum())
         enc.encode(x, f)
-    return enc.finish()
+    return enc.finish(trimmed=container.FORMAT_VERSION >= container.COMPACT_VERSION)
 
 
 def _tile_offsets(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
@@ -181,12 +175,6 @@ def _candidates(chosen, channels: int) -> list[zoo.ExactModel]:
     return models
 
 
-def default_group(tiles: int) -> int:
-    """Tiles per segment: at most DEFAULT_GROUP, and at least two segments (so two processes can
-    decode in parallel) once there are 2 * MIN_SPLIT_GROUP tiles."""
-    return min(DEFAULT_GROUP, max(MIN_SPLIT_GROUP, -(-tiles // 2)))
-
-
 def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int | None = None,
                  device: str = "cpu", progress: bool | None = None,
                  adapt: bool = True) -> tuple[bytes, EncodeStats]:
@@ -236,19 +224,21 @@ class _single_thread:
 
 
 def _decode_group(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar=None,
-                  adapted: bool = True) -> torch.Tensor:
-    """Decode one lock-step group: inside (B, 1, h, w) -> tiles (B, C, h, w) uint8;
-    ``adapted``: the segment starts with scale offsets (format version 3 and later)."""
+                  version: int = container.FORMAT_VERSION) -> torch.Tensor:
+    """Decode one lock-step group: inside (B, 1, h, w) -> tiles (B, C, h, w) uint8; ``version``:
+    the file's format version (from 3 the segment starts with scale offsets, from 5 its stream is
+    trimmed)."""
     with _single_thread():
-        return _decode_group_loop(model, payload, inside, bar, adapted)
+        return _decode_group_loop(model, payload, inside, bar, version)
 
 
 def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar,
-                       adapted: bool) -> torch.Tensor:
+                       version: int) -> torch.Tensor:
     b, _, h, w = inside.shape
     c = model.config.channels
     ops = model.ops
-    dec = Decoder(payload)
+    dec = Decoder(payload, trimmed=version >= container.COMPACT_VERSION)
+    adapted = version >= container.ADAPTIVE_SCALES_VERSION
     shifts = scale_offset(dec.decode(_offset_tables(b * c)).view(b, c)) if adapted else None
     cache = model.net.CachedDecoder(ops, b, h, w)
     head = ExactHead(ops.tables, c, model.config.mixtures)
@@ -294,8 +284,7 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None,
         if model.config.channels != p.channels:
             raise container.FormatError("corrupt header (model channels)")
     inside = plan.inside()
-    adapted = header.version >= container.ADAPTIVE_SCALES_VERSION
-    jobs = [(model, seg, inside[r.start:r.stop], adapted) for model, p in zip(models, header.planes)
+    jobs = [(model, seg, inside[r.start:r.stop], header.version) for model, p in zip(models, header.planes)
             for r, seg in zip(plan.groups(), p.segments)]
     bar = _progress(header.height * header.width * len(groups), "decoding", progress)
     if workers is None:
@@ -318,14 +307,14 @@ _JOBS: list = []
 
 
 def _decode_job(k: int):
-    model, seg, inside, adapted = _JOBS[k]
-    return _decode_group(model, seg, inside, adapted=adapted).numpy()
+    model, seg, inside, version = _JOBS[k]
+    return _decode_group(model, seg, inside, version=version).numpy()
 
 
 def _decode_jobs(jobs: list, workers: int, bar) -> list[torch.Tensor]:
-    """Decode (model, payload, inside, adapted) jobs, in forked worker processes when workers > 1."""
+    """Decode (model, payload, inside, version) jobs, in forked worker processes when workers > 1."""
     if workers <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_decode_group(m, seg, ins, bar, adapted) for m, seg, ins, adapted in jobs]
+        return [_decode_group(m, seg, ins, bar, version) for m, seg, ins, version in jobs]
     global _JOBS
     _JOBS = jobs  # inherited by the forked workers: nothing large is pickled
     try:

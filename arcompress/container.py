@@ -1,26 +1,35 @@
 """The .arc file format (DESIGN section 4).
 
-Layout (integers are unsigned LEB128 varints unless a size is given)::
+Image layout, version 5 (integers are unsigned LEB128 varints unless a size is given)::
 
     magic      4 bytes  b"\\x8bARC"
     version    1 byte   FORMAT_VERSION
     scheme     1 byte   exact-arithmetic version (fixedpoint.SCHEME_VERSION)
     kind       1 byte   1 = image
     height, width
-    mode       1 byte   index into MODES
-    tile, group         tiling plan (plan.TilePlan)
+    mode       1 byte   bits 0-2: index into MODES; bit 3 (HAS_META): metadata follows; bit 4
+                        (HAS_NAMES): each plane group names its model; bit 5 (HAS_PLAN): the
+                        tiling follows (else it is plan.default_plan(height, width))
+    tile, group         only with HAS_PLAN
     crc32      4 bytes  CRC-32 of the raw samples (little endian)
-    meta       varint length + zlib-compressed JSON (palette, PNG text/ICC/gamma, ...)
-    groups     1 byte   number of plane groups; each: channels (1 byte),
-                        model name (1-byte length + UTF-8), the first 8 bytes of the model's
-                        SHA-256 (version 1 stored all 32: a 28x28 file spends a third of its
-                        bytes on the header, so version 2 keeps the 64 bits that identify the model),
-                        segment count, then each segment's byte length.  From version 4 a
-                        shipped model is written with an empty name: its digest alone finds it
-                        (zoo.shipped_by_digest), which saves 12-18 bytes on a 32x32 file
+    meta                only with HAS_META: varint length + zlib-compressed JSON (palette, PNG
+                        text/ICC/gamma, ...)
+    plane groups        as many as media.coded_planes(mode, meta) gives, each:
+                        model name (1-byte length + UTF-8) only with HAS_NAMES, empty for a
+                        shipped model; the first 8 bytes of the model's SHA-256 (a shipped
+                        model is found by them: zoo.shipped_by_digest); each segment's byte
+                        length (as many segments as the tiling has tile groups)
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
-    payload    the segments, in order; from version 3 each one starts (in its range-coded
-               stream) with one scale-offset index per tile, 4 bits each (codec, head)
+    payload    the segments, in order; each is one trimmed range-coded stream (coder.py) that
+               starts with one scale-offset index per tile and channel, 4 bits each (codec, head)
+
+Version 5 leaves out what the reader can derive (plane-group count, channels, segment counts,
+the default tiling) or what is usually empty (metadata and name lengths): 7 bytes less on a
+32x32 RGB file, whose header is then 28 bytes.  Versions 1-4 (still read) wrote, after the
+mode byte (a plain index): tile, group, crc32, meta (always a length), a plane-group count, and per group its
+channels (1 byte), model name (1-byte length + UTF-8; empty only from version 4), digest (all
+32 bytes in version 1), segment count and lengths; their segments are constriction's
+little-endian 32-bit words, and version 1-2 segments carry no scale offsets.
 
 Audio files (kind 2) share the first 7 bytes; then (see :func:`pack_audio_header`)::
 
@@ -33,7 +42,8 @@ Audio files (kind 2) share the first 7 bytes; then (see :func:`pack_audio_header
     model name (1-byte length + UTF-8), model SHA-256 (32 bytes)
     hcrc       4 bytes  CRC-32 of everything above
     segments   ceil(ceil(frames / chunk) / group) of them, each a varint byte length + bytes,
-               so that a long recording is written and read one segment at a time
+               so that a long recording is written and read one segment at a time; from
+               version 5 a segment's range-coded stream is trimmed (coder.py)
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -45,14 +55,24 @@ import json
 import zlib
 from dataclasses import dataclass, field
 
+from .media import coded_planes
+from .plan import TilePlan, default_plan
+
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4)
+READ_VERSIONS = (1, 2, 3, 4, 5)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
 UNNAMED_SHIPPED_VERSION = 4
+#: from this version on, derivable header fields are left out and payload streams are trimmed
+COMPACT_VERSION = 5
+#: flags in the mode byte of a compact (version 5) image header
+MODE_BITS = 0x07
+HAS_META = 0x08
+HAS_NAMES = 0x10
+HAS_PLAN = 0x20
 #: bytes of the model's SHA-256 recorded in an image header (version 2)
 IMAGE_DIGEST_BYTES = 8
 KIND_IMAGE = 1
@@ -145,9 +165,52 @@ class _Reader:
         return n
 
 
+def _pack_meta(meta: dict) -> bytes:
+    return zlib.compress(json.dumps(meta, separators=(",", ":"), sort_keys=True).encode(), 9) if meta else b""
+
+
 def pack(h: Header) -> bytes:
-    meta = zlib.compress(json.dumps(h.meta, separators=(",", ":"), sort_keys=True).encode(), 9) \
-        if h.meta else b""
+    """The image file of header ``h`` and its planes' segments, in format FORMAT_VERSION."""
+    if FORMAT_VERSION < COMPACT_VERSION:
+        return _pack_v1_to_v4(h)
+    groups = coded_planes(h.mode, h.meta)
+    plan = TilePlan(h.height, h.width, h.tile, h.group)
+    if [c for _, c in groups] != [p.channels for p in h.planes]:
+        raise ValueError("plane groups do not match the image mode")
+    if any(len(p.segments) != len(plan.groups()) for p in h.planes):
+        raise ValueError("segment counts do not match the tiling")
+    meta = _pack_meta(h.meta)
+    named = any(p.model_name for p in h.planes)
+    custom = plan != default_plan(h.height, h.width)
+    flags = MODES.index(h.mode) | (HAS_META if meta else 0) | (HAS_NAMES if named else 0) \
+        | (HAS_PLAN if custom else 0)
+    out = bytearray(MAGIC)
+    out += bytes([FORMAT_VERSION, h.scheme, KIND_IMAGE])
+    out += _varint(h.height) + _varint(h.width) + bytes([flags])
+    if custom:
+        out += _varint(h.tile) + _varint(h.group)
+    out += (h.crc32 & 0xFFFFFFFF).to_bytes(4, "little")
+    if meta:
+        out += _varint(len(meta)) + meta
+    for p in h.planes:
+        out += _model_id(p, named) + b"".join(_varint(len(s)) for s in p.segments)
+    out += zlib.crc32(out).to_bytes(4, "little")
+    for p in h.planes:
+        for s in p.segments:
+            out += s
+    return bytes(out)
+
+
+def _model_id(p: PlaneGroup, named: bool) -> bytes:
+    name = p.model_name.encode()
+    if len(name) > 255 or len(p.model_digest) < IMAGE_DIGEST_BYTES:
+        raise ValueError("model name too long or digest too short")
+    return (bytes([len(name)]) + name if named else b"") + p.model_digest[:IMAGE_DIGEST_BYTES]
+
+
+def _pack_v1_to_v4(h: Header) -> bytes:
+    """Versions 1-4 (tests write them to check that they are still read)."""
+    meta = _pack_meta(h.meta)
     out = bytearray(MAGIC)
     out += bytes([FORMAT_VERSION, h.scheme, KIND_IMAGE])
     out += _varint(h.height) + _varint(h.width) + bytes([MODES.index(h.mode)])
@@ -156,10 +219,7 @@ def pack(h: Header) -> bytes:
     out += _varint(len(meta)) + meta
     out.append(len(h.planes))
     for p in h.planes:
-        name = p.model_name.encode()
-        if len(name) > 255 or len(p.model_digest) < IMAGE_DIGEST_BYTES:
-            raise ValueError("model name too long or digest too short")
-        out += bytes([p.channels, len(name)]) + name + p.model_digest[:IMAGE_DIGEST_BYTES]
+        out += bytes([p.channels]) + _model_id(p, named=True)
         out += _varint(len(p.segments)) + b"".join(_varint(len(s)) for s in p.segments)
     out += zlib.crc32(out).to_bytes(4, "little")
     for p in h.planes:
@@ -185,13 +245,62 @@ def unpack(data: bytes) -> Header:
     height, width = r.varint(MAX_SIDE), r.varint(MAX_SIDE)
     if height == 0 or width == 0 or height * width > MAX_PIXELS:
         raise FormatError(f"corrupt header (image size {width}x{height})")
-    mode_idx = r.byte()
-    if mode_idx >= len(MODES):
+    flags = r.byte()
+    compact = version >= COMPACT_VERSION
+    mode_idx = flags & MODE_BITS if compact else flags
+    if mode_idx >= len(MODES) or (compact and flags & ~(MODE_BITS | HAS_META | HAS_NAMES | HAS_PLAN)):
         raise FormatError("corrupt header (unknown image mode)")
-    tile, group = r.varint(MAX_SIDE), r.varint(MAX_PIXELS)
+    mode = MODES[mode_idx]
+    if compact and not flags & HAS_PLAN:
+        plan = default_plan(height, width)
+        tile, group = plan.tile, plan.group
+    else:
+        tile, group = r.varint(MAX_SIDE), r.varint(MAX_PIXELS)
     if tile == 0 or group == 0:
         raise FormatError("corrupt header (tiling)")
     crc = int.from_bytes(r.take(4), "little")
+    meta = _read_meta(r) if not compact or flags & HAS_META else {}
+    if compact:
+        channels = [c for _, c in coded_planes(mode, meta)]
+        tiles = TilePlan(height, width, tile, group).count
+        n_seg = -(-tiles // group)
+        if n_seg * len(channels) > len(data):
+            raise FormatError("file is truncated (more segments than bytes)")
+    else:
+        n_planes = r.byte()
+        if not 1 <= n_planes <= 4:
+            raise FormatError("corrupt header (plane groups)")
+        channels = [None] * n_planes
+    planes, lengths = [], []
+    for ch in channels:
+        if ch is None:
+            ch = r.byte()
+            if not 1 <= ch <= 4:
+                raise FormatError("corrupt header (channels)")
+        name = ""
+        if not compact or flags & HAS_NAMES:
+            try:
+                name = r.take(r.byte()).decode()
+            except UnicodeDecodeError:
+                raise FormatError("corrupt header (model name)") from None
+            if not name and version < UNNAMED_SHIPPED_VERSION:
+                raise FormatError("corrupt header (model name)")
+        digest = r.take(32 if version == 1 else IMAGE_DIGEST_BYTES)
+        if not compact:
+            n_seg = r.varint(len(data))
+        lengths.append([r.varint(len(data)) for _ in range(n_seg)])
+        planes.append(PlaneGroup(ch, name, digest))
+    header_end = r.pos
+    if int.from_bytes(r.take(4), "little") != zlib.crc32(data[:header_end]):
+        raise FormatError("corrupt header (CRC mismatch)")
+    if sum(map(sum, lengths)) != len(data) - r.pos:
+        raise FormatError("file is truncated or has trailing bytes (payload size mismatch)")
+    for p, ls in zip(planes, lengths):
+        p.segments = [r.take(n) for n in ls]
+    return Header(scheme, height, width, mode, tile, group, crc, meta, planes, version)
+
+
+def _read_meta(r: _Reader) -> dict:
     meta_raw = r.take(r.varint(MAX_META))
     try:
         meta = {}
@@ -205,32 +314,7 @@ def unpack(data: bytes) -> Header:
             raise ValueError
     except (zlib.error, ValueError, UnicodeDecodeError):
         raise FormatError("corrupt header (metadata)") from None
-    n_planes = r.byte()
-    if not 1 <= n_planes <= 4:
-        raise FormatError("corrupt header (plane groups)")
-    planes, lengths = [], []
-    for _ in range(n_planes):
-        ch = r.byte()
-        if not 1 <= ch <= 4:
-            raise FormatError("corrupt header (channels)")
-        try:
-            name = r.take(r.byte()).decode()
-        except UnicodeDecodeError:
-            raise FormatError("corrupt header (model name)") from None
-        if not name and version < UNNAMED_SHIPPED_VERSION:
-            raise FormatError("corrupt header (model name)")
-        digest = r.take(32 if version == 1 else IMAGE_DIGEST_BYTES)
-        n_seg = r.varint(len(data))
-        lengths.append([r.varint(len(data)) for _ in range(n_seg)])
-        planes.append(PlaneGroup(ch, name, digest))
-    header_end = r.pos
-    if int.from_bytes(r.take(4), "little") != zlib.crc32(data[:header_end]):
-        raise FormatError("corrupt header (CRC mismatch)")
-    if sum(map(sum, lengths)) != len(data) - r.pos:
-        raise FormatError("file is truncated or has trailing bytes (payload size mismatch)")
-    for p, ls in zip(planes, lengths):
-        p.segments = [r.take(n) for n in ls]
-    return Header(scheme, height, width, MODES[mode_idx], tile, group, crc, meta, planes, version)
+    return meta
 
 
 def peek_kind(prefix: bytes) -> int:
@@ -260,6 +344,7 @@ class AudioHeader:
     meta: dict
     model_name: str
     model_digest: bytes
+    version: int = FORMAT_VERSION  # the file's format version (as read): from 5, streams are trimmed
 
     def segment_count(self) -> int:
         chunks = -(-self.frames // self.chunk)
@@ -314,7 +399,7 @@ def read_audio_header(r: "_Reader") -> AudioHeader:
     except (zlib.error, ValueError, UnicodeDecodeError):
         raise FormatError("corrupt header (metadata)") from None
     return AudioHeader(scheme, channels, rate, frames, bits, wasted, low_bits, chunk, group, crc,
-                       meta, name, digest)
+                       meta, name, digest, start[4])
 
 
 def read_segment(r: "_Reader") -> bytes:

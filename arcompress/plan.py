@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
+#: tile side of the encoder's default plan (pixels)
+DEFAULT_TILE = 32
+#: most tiles in one lock-step group (payload segment)
+DEFAULT_GROUP = 256
+#: fewest tiles per group when an image is split into two segments for two decoding processes
+MIN_SPLIT_GROUP = 16
+
 
 @dataclass(frozen=True)
 class TilePlan:
@@ -70,3 +77,15 @@ def _to_tiles(x: torch.Tensor, rows: int, cols: int, th: int, tw: int) -> torch.
     c = x.shape[0]
     t = x.reshape(c, rows, th, cols, tw).permute(1, 3, 0, 2, 4)
     return t.reshape(rows * cols, c, th, tw).contiguous()
+
+
+def default_group(tiles: int) -> int:
+    """Tiles per segment: at most DEFAULT_GROUP, and at least two segments (so two processes can
+    decode in parallel) once there are 2 * MIN_SPLIT_GROUP tiles."""
+    return min(DEFAULT_GROUP, max(MIN_SPLIT_GROUP, -(-tiles // 2)))
+
+
+def default_plan(height: int, width: int) -> TilePlan:
+    """The encoder's default plan.  From format version 5 a header that uses it does not record
+    it, so this function is part of the format: change it only with a new version."""
+    return TilePlan(height, width, DEFAULT_TILE, default_group(TilePlan(height, width, DEFAULT_TILE, 1).count))

@@ -1,9 +1,10 @@
 """``arcompress train``: fit a PixelCNN++ to a folder of images, then convert it to an exact model.
 
 Random square crops of the training images (whole images held out for validation), Adam with
-an exponentially decaying learning rate, a checkpoint every ``checkpoint_every`` steps that a
-later run resumes from (training can run in pieces), and at the end the exact conversion,
-written as a model file that ``--model PATH`` accepts.
+an exponentially decaying learning rate, optionally a Polyak (exponential moving) average of the
+weights that is validated and shipped instead of the last iterate, a checkpoint every
+``checkpoint_every`` steps that a later run resumes from (training can run in pieces), and at
+the end the exact conversion, written as a model file that ``--model PATH`` accepts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class TrainOptions:
     checkpoint_every: int = 200
     seed: int = 0
     threads: int = 0  # 0: torch default
+    average: float = 0.0  # decay of the Polyak weight average (e.g. 0.999); 0: ship the last iterate
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -77,6 +80,66 @@ def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Gen
     return torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
 
 
+class WeightAverage:
+    """A Polyak average of a model's floating-point state: after each step t (counted from the
+    average's start), ``avg += (1 - d_t) * (weights - avg)`` with ``d_t = min(decay, (1 + t) / (10 + t))``,
+    so the first steps are not dominated by the starting weights.  Its weights are what
+    validation measures and what the model file gets (:meth:`swapped_in`)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"weight-average decay must be in (0, 1), not {decay}")
+        self.decay = decay
+        self.reset(model)
+
+    def reset(self, model: torch.nn.Module) -> None:
+        """Start the average afresh from ``model``'s current weights."""
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        state = model.state_dict()
+        for k, v in self.shadow.items():
+            v.lerp_(state[k].detach(), 1.0 - d)
+        self.updates += 1
+
+    @contextmanager
+    def swapped_in(self, model: torch.nn.Module):
+        """Within the block, ``model`` holds the averaged weights; its own come back after."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own, strict=False)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"average.{k}": v.contiguous() for k, v in self.shadow.items()}
+        out["average_updates"] = torch.tensor([float(self.updates)])
+        return out
+
+    def restore(self, tensors: dict[str, torch.Tensor]) -> bool:
+        """Take the average from checkpoint tensors; False if the checkpoint has none."""
+        if "average_updates" not in tensors:
+            return False
+        for k in self.shadow:
+            self.shadow[k] = tensors[f"average.{k}"].clone()
+        self.updates = int(tensors["average_updates"][0])
+        return True
+
+
+@contextmanager
+def averaged(model: torch.nn.Module, average: WeightAverage | None):
+    """``model`` with the averaged weights swapped in, or as it is when there is no average."""
+    if average is None:
+        yield model
+    else:
+        with average.swapped_in(model):
+            yield model
+
+
 def _state_tensors(model: PixelCNN, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     for i, p in enumerate(model.parameters()):
@@ -97,8 +160,9 @@ def _restore(model: PixelCNN, opt: torch.optim.Optimizer, tensors: dict[str, tor
                             "step": tensors[f"adam.{i}.step"].reshape(()).clone()}
 
 
-def load_checkpoint(ckpt: Path, cfg, model, opt, log) -> tuple[int, list]:
-    """Restore model and optimizer from ``ckpt`` if it exists: (step, history), else (0, [])."""
+def load_checkpoint(ckpt: Path, cfg, model, opt, log, average: WeightAverage | None = None) -> tuple[int, list]:
+    """Restore model, optimizer and weight average from ``ckpt`` if it exists: (step, history),
+    else (0, []).  A checkpoint without an average starts ``average`` from the restored weights."""
     if not ckpt.exists():
         return 0, []
     tensors = load_file(str(ckpt))
@@ -108,16 +172,22 @@ def load_checkpoint(ckpt: Path, cfg, model, opt, log) -> tuple[int, list]:
     if json.loads(meta["config"]) != cfg.to_dict():
         raise ValueError(f"checkpoint {ckpt} was made with another model config; delete it or match it")
     _restore(model, opt, tensors)
+    if average is not None and not average.restore(tensors):
+        average.reset(model)
     step = int(meta["step"])
     log(f"resumed from {ckpt} at step {step}")
     return step, json.loads(meta["history"])
 
 
-def write_checkpoint(ckpt: Path, cfg, model, opt, step: int, history: list) -> None:
-    """Save model, optimizer, step and history atomically."""
+def write_checkpoint(ckpt: Path, cfg, model, opt, step: int, history: list,
+                     average: WeightAverage | None = None) -> None:
+    """Save model, optimizer, weight average, step and history atomically."""
     meta = {"config": json.dumps(cfg.to_dict()), "step": str(step), "history": json.dumps(history)}
     tmp = ckpt.with_name(ckpt.name + ".tmp")
-    save_file(_state_tensors(model, opt), str(tmp), metadata=meta)
+    tensors = _state_tensors(model, opt)
+    if average is not None:
+        tensors.update(average.tensors())
+    save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, ckpt)
 
 
@@ -150,13 +220,14 @@ def init_from(model, spec: str, log=print) -> list[str]:
 
 
 def run_steps(model, opt: torch.optim.Optimizer, opts, step: int, history: list, loss, validate, save,
-              key: str, unit: str) -> int:
+              key: str, unit: str, average: WeightAverage | None = None) -> int:
     """The optimisation loop shared by image and audio training, from ``step`` to ``opts.steps``.
 
     ``loss()``: the loss of a fresh training batch; ``validate()``: the validation loss; every
     ``opts.checkpoint_every`` steps (and at the end) the losses are appended to ``history``
     (``train_<key>``, ``val_<key>``) and ``save(step)`` writes the checkpoint.  Returns the step
-    reached.  The learning rate is ``opts.lr * opts.lr_decay ** (step / 10)``."""
+    reached.  The learning rate is ``opts.lr * opts.lr_decay ** (step / 10)``.  With an ``average``,
+    it is updated after every step and validation measures the averaged weights."""
     model.train()
     t0 = time.time()
     bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=None)
@@ -169,13 +240,16 @@ def run_steps(model, opt: torch.optim.Optimizer, opts, step: int, history: list,
         value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if average is not None:
+            average.update(model)
         step += 1
         lv = float(value.detach())
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
         bar.update(1)
         bar.set_postfix({key: f"{ema:.3f}"})
         if step % opts.checkpoint_every == 0 or step == opts.steps:
-            val = validate()
+            with averaged(model, average):
+                val = validate()
             history.append({"step": step, f"train_{key}": round(ema, 4), f"val_{key}": round(val, 4),
                             "seconds": round(time.time() - t0, 1)})
             bar.write(f"step {step}: train {ema:.4f} val {val:.4f} {unit}")
@@ -209,9 +283,12 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
     model = zoo.model_class(cfg)(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
     ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
-    step, history = load_checkpoint(ckpt, cfg, model, opt, log)
+    average = WeightAverage(model, opts.average) if opts.average else None
+    step, history = load_checkpoint(ckpt, cfg, model, opt, log, average)
     if step == 0 and init:
         init_from(model, init, log)
+        if average is not None:
+            average.reset(model)
     rng = np.random.default_rng(opts.seed + step)
 
     def loss() -> torch.Tensor:
@@ -220,9 +297,10 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
 
     step = run_steps(model, opt, opts, step, history, loss=loss,
                      validate=lambda: evaluate(model, val_crops),
-                     save=lambda at: write_checkpoint(ckpt, cfg, model, opt, at, history),
-                     key="bpsp", unit="bits/sub-pixel")
-    val = evaluate(model, val_crops)
+                     save=lambda at: write_checkpoint(ckpt, cfg, model, opt, at, history, average),
+                     key="bpsp", unit="bits/sub-pixel", average=average)
+    with averaged(model, average):
+        val = evaluate(model, val_crops)
     meta = {
         "name": Path(output).stem,
         "trained_on": description or f"{len(train_files)} images from {images_dir}",
@@ -233,6 +311,7 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
         "initialised_from": init or "",
         "history": json.dumps(history),
     }
-    save_model(output, model, meta)
+    with averaged(model, average):
+        save_model(output, model, meta)
     return {"val_bpsp": val, "steps": step, "history": history}
 

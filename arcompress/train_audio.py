@@ -20,7 +20,7 @@ import torch
 
 from .audio_head import chunk_lpc, exact_lpc, nll_bits, residual
 from .audiofile import AUDIO_SUFFIXES, read_audio
-from .train import load_checkpoint, run_steps, write_checkpoint
+from .train import WeightAverage, averaged, load_checkpoint, run_steps, write_checkpoint
 from .wavenet import WaveNet, WaveNetConfig, embed_float, rate_feature
 
 
@@ -36,6 +36,7 @@ class AudioTrainOptions:
     checkpoint_every: int = 200
     seed: int = 0
     threads: int = 0
+    average: float = 0.0  # decay of the Polyak weight average (see train.WeightAverage); 0: off
 
 
 @dataclass
@@ -142,15 +143,17 @@ def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrai
     model = WaveNet(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
     ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
-    step, history = load_checkpoint(ckpt, cfg, model, opt, log)
+    average = WeightAverage(model, opts.average) if opts.average else None
+    step, history = load_checkpoint(ckpt, cfg, model, opt, log, average)
     rng = np.random.default_rng(opts.seed + step)
 
     step = run_steps(model, opt, opts, step, history,
                      loss=lambda: batch_nll(model, random_crops(tracks, opts.batch, opts.crop, rng)),
                      validate=lambda: evaluate(model, val_crops),
-                     save=lambda at: write_checkpoint(ckpt, cfg, model, opt, at, history),
-                     key="bits", unit="bits/sample")
-    val = evaluate(model, val_crops)
+                     save=lambda at: write_checkpoint(ckpt, cfg, model, opt, at, history, average),
+                     key="bits", unit="bits/sample", average=average)
+    with averaged(model, average):
+        val = evaluate(model, val_crops)
     meta = {
         "name": Path(output).stem,
         "trained_on": description or f"{len(train_files)} audio files from {audio_dir}",
@@ -160,5 +163,6 @@ def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrai
         "train_options": json.dumps(opts.__dict__),
         "history": json.dumps(history),
     }
-    save_model(output, model, meta)
+    with averaged(model, average):
+        save_model(output, model, meta)
     return {"val_bits": val, "steps": step, "history": history}

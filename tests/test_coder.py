@@ -36,4 +36,30 @@ def test_constriction_uses_our_table_entry_for_entry():
 
 def test_bad_payload_length_is_rejected():
     with pytest.raises(DecodeError):
-        Decoder(b"abc")
+        Decoder(b"abc", trimmed=False)  # word streams (format versions 1-4) are whole words
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_trimmed_streams_are_shortest_and_decode(seed):
+    """A trimmed stream decodes to the same symbols as the word stream, is at most as long, and
+    one byte less no longer decodes them (it is the shortest)."""
+    g = torch.Generator().manual_seed(seed)
+    saved = []
+    for trial in range(60):
+        n = int(torch.randint(0, 120, (1,), generator=g))
+        mass = (torch.rand(n, 256, generator=g) ** int(torch.randint(1, 30, (1,), generator=g)) * 1e9).long()
+        f = freqs_from_masses(mass) if n else torch.ones(0, 256, dtype=torch.int64)
+        sym = torch.multinomial(f.double(), 1, generator=g)[:, 0] if n else torch.zeros(0, dtype=torch.int64)
+        streams = []
+        for trimmed in (True, False):
+            enc = Encoder()
+            enc.encode(sym, f)
+            streams.append(enc.finish(trimmed=trimmed))
+        short, words = streams
+        assert torch.equal(Decoder(short).decode(f), sym)
+        assert torch.equal(Decoder(words, trimmed=False).decode(f), sym)
+        assert len(short) <= len(words)
+        if short:
+            assert not torch.equal(Decoder(short[:-1]).decode(f), sym)
+        saved.append(len(words) - len(short))
+    assert sum(saved) / len(saved) > 1.0  # about 1.7 bytes per stream

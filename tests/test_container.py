@@ -2,26 +2,67 @@
 
 import random
 
+import zlib
+
 import numpy as np
 import pytest
 
 from arcompress import api, codec, container, zoo
 from arcompress.coder import DecodeError
 from arcompress.media import from_array
+from arcompress.plan import default_plan
 
 from conftest import natural_image
 
 EXPECTED = (container.FormatError, DecodeError, zoo.ModelError)
 
 
-def test_header_round_trip():
-    h = container.Header(1, 5, 7, "RGBA", 32, 4, 0xDEADBEEF, {"text": {"a": "b"}},
-                         [container.PlaneGroup(3, "m", b"\x01" * 32, [b"abcd", b""]),
-                          container.PlaneGroup(1, "n", b"\x02" * 32, [b"xy"])])
-    g = container.unpack(container.pack(h))
+def _header(tile=32, group=4, meta=None, names=("m", "n"), segments=2):
+    """An RGBA 40x70 header (with tile 32: 2 x 3 tiles, so 2 segments per plane group with group 4)."""
+    return container.Header(1, 40, 70, "RGBA", tile, group, 0xDEADBEEF, meta or {},
+                            [container.PlaneGroup(3, names[0], b"\x01" * 32, [b"abcd", b""] + [b"q"] * (segments - 2)),
+                             container.PlaneGroup(1, names[1], b"\x02" * 32, [b"xy", b"z"] + [b""] * (segments - 2))])
+
+
+def _short_digests(h):
     for p in h.planes:  # the header keeps the first 8 bytes of each model's SHA-256
         p.model_digest = p.model_digest[:container.IMAGE_DIGEST_BYTES]
-    assert g == h
+    return h
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_header_round_trip(version, monkeypatch):
+    monkeypatch.setattr(container, "FORMAT_VERSION", version)
+    for h in (_header(meta={"text": {"a": "b"}}), _header(tile=16, group=3, names=("", "n"), segments=5),
+              _header(names=("", ""))):
+        h.version = version
+        assert container.unpack(container.pack(h)) == _short_digests(h)
+
+
+def test_compact_header_leaves_out_what_the_reader_derives():
+    """Version 5 writes no plane-group count, channels, segment counts, default tiling, empty
+    metadata or empty names: a default RGB header with one segment is 28 bytes."""
+    plan = default_plan(20, 30)
+    h = container.Header(1, 20, 30, "RGB", plan.tile, plan.group, 7, {},
+                         [container.PlaneGroup(3, "", bytes(32), [bytes(300)])])
+    data = container.pack(h)
+    assert len(data) - 300 == 4 + 3 + 2 + 1 + 4 + 8 + 2 + 4 == 28
+    assert data[9] == container.MODES.index("RGB")  # no flags: default plan, no metadata, no names
+    assert container.unpack(data) == _short_digests(h)
+    with pytest.raises(ValueError, match="segment counts"):
+        container.pack(_header(group=1))
+    with pytest.raises(ValueError, match="plane groups"):
+        container.pack(container.Header(1, 20, 30, "LA", plan.tile, plan.group, 7, {},
+                                        [container.PlaneGroup(3, "", bytes(32), [b"x"])]))
+
+
+def test_compact_header_rejects_unknown_flags():
+    data = bytearray(container.pack(_header()))
+    data[9] |= 0x40  # a reserved bit of the mode byte (the header CRC is fixed up below)
+    body = bytes(data[:-10])  # header ends 10 bytes before the end: hcrc (4) + 6 payload bytes
+    data[-10:-6] = zlib.crc32(body).to_bytes(4, "little")
+    with pytest.raises(container.FormatError, match="image mode"):
+        container.unpack(bytes(data))
 
 
 def test_small_image_header_is_compact(tiny_models):
@@ -33,24 +74,24 @@ def test_small_image_header_is_compact(tiny_models):
 
 
 def test_older_versions_still_decode(tiny_models, monkeypatch):
-    """Files of format version 1 (32-byte model digests), 2 (no scale offsets) and 3 are still read."""
+    """Files of format version 1 (32-byte model digests), 2 (no scale offsets), 3 (models always
+    named) and 4 (word streams, every header field written) are still read."""
     a = natural_image(9, 10, 3, seed=5)
-    monkeypatch.setattr(container, "FORMAT_VERSION", 1)
-    monkeypatch.setattr(container, "IMAGE_DIGEST_BYTES", 32)
-    v1, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
-    monkeypatch.undo()
-    monkeypatch.setattr(container, "FORMAT_VERSION", 2)
-    v2, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
-    monkeypatch.undo()
-    monkeypatch.setattr(container, "FORMAT_VERSION", 3)
-    v3, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, adapt=False)
-    monkeypatch.undo()
-    new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, adapt=False)
-    assert (v1[4], v2[4], v3[4], new[4]) == (1, 2, 3, container.FORMAT_VERSION) and len(v1) == len(v2) + 24
-    assert container.FORMAT_VERSION == container.UNNAMED_SHIPPED_VERSION == 4
-    assert container.unpack(v1).planes[0].model_digest == tiny_models[3].digest
-    assert [api.info(d)["format_version"] for d in (v1, v2, v3, new)] == [1, 2, 3, 4]
-    for data in (v1, v2, v3, new):
+    old = {}
+    for version in (1, 2, 3, 4):
+        monkeypatch.setattr(container, "FORMAT_VERSION", version)
+        if version == 1:
+            monkeypatch.setattr(container, "IMAGE_DIGEST_BYTES", 32)
+        old[version], _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, adapt=version != 3)
+        monkeypatch.undo()
+    new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
+    assert [d[4] for d in (*old.values(), new)] == [1, 2, 3, 4, container.FORMAT_VERSION]
+    assert len(old[1]) == len(old[2]) + 24
+    assert container.FORMAT_VERSION == container.COMPACT_VERSION == 5
+    assert len(new) < len(old[4])  # a compact header and a trimmed stream
+    assert container.unpack(old[1]).planes[0].model_digest == tiny_models[3].digest
+    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 5]
+    for data in (*old.values(), new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
 
@@ -59,18 +100,22 @@ def test_shipped_models_are_found_by_digest(monkeypatch):
     """From version 4 a shipped model is not named in the header (its 8-byte digest finds it); a
     version-3 file names it.  Both decode; an unnamed digest that no shipped model has is a clear error."""
     a = natural_image(6, 5, 3, seed=2)
-    monkeypatch.setattr(container, "FORMAT_VERSION", 3)
-    v3, _ = codec.encode_image(from_array(a))
-    monkeypatch.undo()
-    v4, _ = codec.encode_image(from_array(a))
+    files = {}
+    for version in (3, 4):
+        monkeypatch.setattr(container, "FORMAT_VERSION", version)
+        files[version], _ = codec.encode_image(from_array(a))
+        monkeypatch.undo()
+    files[5], _ = codec.encode_image(from_array(a))
     name = zoo.DEFAULTS[3]
-    assert container.unpack(v3).planes[0].model_name == name
-    assert container.unpack(v4).planes[0].model_name == "" and len(v3) == len(v4) + len(name)
-    assert api.info(v4)["models"][0]["name"] == name
-    for data in (v3, v4):
+    assert container.unpack(files[3]).planes[0].model_name == name
+    assert len(files[3]) == len(files[4]) + len(name)
+    for data in files.values():
+        if data[4] >= 4:
+            assert container.unpack(data).planes[0].model_name == ""
+            assert api.info(data)["models"][0]["name"] == name
         assert np.array_equal(codec.decode_image(data).pixels, a)
         assert np.array_equal(api.decompress(data, model=name), a)
-    h = container.unpack(v4)
+    h = container.unpack(files[5])
     h.planes[0].model_digest = bytes(8)
     with pytest.raises(zoo.ModelError, match="shipped model .* does not have"):
         codec.decode_image(container.pack(h))

@@ -63,3 +63,57 @@ def test_train_audio_resume_and_use(tmp_path):
     x = tone(500, 2).astype(np.int16)
     back, rate = arcompress.decompress_audio(arcompress.compress_audio(x, 8000, model=str(out)), model=str(out))
     assert rate == 8000 and np.array_equal(back, x)
+
+
+def test_weight_average_math_and_swap():
+    import torch
+
+    from arcompress.train import WeightAverage
+
+    m = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    avg = WeightAverage(m, decay=0.5)
+    for value in (1.0, 3.0):
+        with torch.no_grad():
+            m.weight.fill_(value)
+        avg.update(m)
+    # d_0 = min(0.5, 1/10) = 0.1: 0 -> 0.9; d_1 = min(0.5, 2/11): 0.9 -> 0.9 + (9/11) * 2.1
+    expected = 0.9 + (1 - 2 / 11) * (3.0 - 0.9)
+    assert torch.allclose(avg.shadow["weight"], torch.full((1, 2), expected))
+    with avg.swapped_in(m):
+        assert torch.allclose(m.weight, torch.full((1, 2), expected))
+    assert torch.equal(m.weight, torch.full((1, 2), 3.0))  # own weights back
+    copy = WeightAverage(m, decay=0.5)
+    assert copy.restore(avg.tensors()) and copy.updates == 2
+    assert torch.equal(copy.shadow["weight"], avg.shadow["weight"])
+
+
+def test_train_with_average_ships_the_average(tmp_path):
+    from safetensors.torch import load_file
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for k in range(3):
+        Image.fromarray(natural_image(20, 24, 3, seed=k), "RGB").save(d / f"{k}.png")
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(d), "-o", str(out), "--filters", "8", "--blocks", "1", "--mixtures", "2",
+            "--batch", "4", "--crop", "16", "--checkpoint-every", "2", "--val-images", "1",
+            "--val-crops", "3", "--average", "0.9", "--lr", "1e-2"]
+    r = CliRunner().invoke(main, args + ["--steps", "2"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out.unlink()
+    r = CliRunner().invoke(main, args + ["--steps", "4"], catch_exceptions=False)
+    assert r.exit_code == 0 and "resumed" in r.output, r.output
+    ckpt = load_file(str(tmp_path / "m.ckpt.safetensors"))
+    assert float(ckpt["average_updates"][0]) == 4
+    shipped = zoo.load_model(out).float_model().state_dict()
+    name = next(k for k in shipped if f"average.{k}" in ckpt and k.endswith("weight"))
+    assert torch_equal(shipped[name], ckpt[f"average.{name}"])
+    assert not torch_equal(shipped[name], ckpt[f"model.{name}"])  # the average, not the last step
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a.float(), b.float()))
