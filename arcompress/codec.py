@@ -90,16 +90,15 @@ def _offset_tables(n: int) -> torch.Tensor:
 
 
 def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
-                  params: torch.Tensor, stats: EncodeStats, adapt: bool | None = True) -> bytes:
+                  params: torch.Tensor, stats: EncodeStats, offsets: torch.Tensor | None) -> bytes:
     """Code one lock-step group: tiles (B, C, h, w), inside (B, 1, h, w), params (B, P, h, w).
 
-    The segment starts with each tile's scale-offset indices, one per channel (:mod:`arcompress.head`),
-    chosen here from the float NLL of the exact parameters; all "no offset" when ``adapt`` is
-    False; none written when it is None (format versions before container.ADAPTIVE_SCALES_VERSION).
+    The segment starts with each tile's scale-offset indices (B, C) ``offsets``
+    (:func:`_tile_offsets`); none are written when they are None (format versions before
+    container.ADAPTIVE_SCALES_VERSION).
     """
     b, c, h, w = tiles.shape
     head = ExactHead(model.ops.tables, c, model.config.mixtures)
-    offsets = _tile_offsets(params, tiles, inside, adapt)
     # rows in decoding order: position-major, tile-minor
     p = params.permute(2, 3, 0, 1).reshape(h * w * b, -1)
     sym = tiles.permute(2, 3, 0, 1).reshape(h * w * b, c).to(torch.int64)
@@ -127,40 +126,48 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
 
 
 def _tile_offsets(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
-                  adapt: bool | None) -> torch.Tensor | None:
-    """The scale-offset indices (B, C) a segment starts with (see :func:`_encode_group`)."""
-    if adapt:
-        return choose_scale_offsets(params.to(torch.float32) / fp.ONE, tiles, inside)
-    if adapt is not None:
+                  adapt: bool | None, chunk: int = DEFAULT_GROUP) -> torch.Tensor | None:
+    """The scale-offset indices (N, C) of tiles (N, C, h, w) under exact params (N, P, h, w):
+    each tile's and channel's best (:func:`head.choose_scale_offsets`, ``chunk`` tiles at a time)
+    when ``adapt``; all "no offset" when it is False; None (nothing written) when it is None."""
+    if adapt is None:
+        return None
+    if not adapt:
         return torch.full(tiles.shape[:2], SCALE_OFFSET_ZERO, dtype=torch.int64)
-    return None
+    return torch.cat([choose_scale_offsets(params[s:s + chunk].to(torch.float32) / fp.ONE, tiles[s:s + chunk],
+                                           inside[s:s + chunk]) for s in range(0, len(tiles), chunk)])
 
 
 def estimated_bits(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
-                   adapt: bool | None, chunk: int = DEFAULT_GROUP) -> float:
+                   adapt: bool | None, chunk: int = DEFAULT_GROUP, offsets: torch.Tensor | None = None) -> float:
     """Float NLL (bits) of tiles (N, C, h, w) under exact params (N, P, h, w) with the scale
-    offsets the encoder would choose: what the payload will cost, to within about 1 %."""
+    offsets the encoder would choose (or ``offsets`` (N, C), if given): what the payload will
+    cost, to within about 1 %."""
+    if offsets is None:
+        offsets = _tile_offsets(params, tiles, inside, bool(adapt), chunk)  # no offsets: zeros
     total = 0.0
     for s in range(0, len(tiles), chunk):
-        t, m, p = tiles[s:s + chunk], inside[s:s + chunk], params[s:s + chunk].to(torch.float32) / fp.ONE
-        offsets = _tile_offsets(params[s:s + chunk], t, m, bool(adapt))  # None (no offsets): zeros
-        total += float(tile_bits(p, t, m, offsets).sum())
+        p = params[s:s + chunk].to(torch.float32) / fp.ONE
+        total += float(tile_bits(p, tiles[s:s + chunk], inside[s:s + chunk], offsets[s:s + chunk]).sum())
     return total
 
 
 def _pick_model(candidates: list[zoo.ExactModel], tiles: torch.Tensor, inside: torch.Tensor,
-                device: torch.device, bar, adapt: bool | None) -> tuple[zoo.ExactModel, torch.Tensor]:
+                device: torch.device, bar, adapt: bool | None
+                ) -> tuple[zoo.ExactModel, torch.Tensor, torch.Tensor | None]:
     """The candidate whose exact parameters give the fewest estimated bits, with those parameters
-    (each candidate costs one exact forward pass; one candidate costs nothing more)."""
+    and its tiles' scale offsets (each candidate costs one exact forward pass and one choice of
+    offsets; one candidate costs nothing more than encoding does anyway)."""
     best = None
     for model in candidates:
         params = exact_params(model, tiles, inside, device, bar)
+        offsets = _tile_offsets(params, tiles, inside, adapt)
         if len(candidates) == 1:
-            return model, params
-        bits = estimated_bits(params, tiles, inside, adapt)
+            return model, params, offsets
+        bits = estimated_bits(params, tiles, inside, adapt, offsets=offsets)
         if best is None or bits < best[0]:
-            best = (bits, model, params)
-    return best[1], best[2]
+            best = (bits, model, params, offsets)
+    return best[1:]
 
 
 def _candidates(chosen, channels: int) -> list[zoo.ExactModel]:
@@ -198,10 +205,10 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
     for (chans, nch), models in zip(groups, candidates):
         plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
-        model, params = _pick_model(models, tiles, inside, dev, bar, adapt)
+        model, params, offsets = _pick_model(models, tiles, inside, dev, bar, adapt)
         stats.models.append(model.name)
-        segs = [_encode_group(model, tiles[g], inside[g], params[g], stats, adapt) for g in
-                (slice(r.start, r.stop) for r in plan.groups())]
+        segs = [_encode_group(model, tiles[g], inside[g], params[g], stats, None if offsets is None else offsets[g])
+                for g in (slice(r.start, r.stop) for r in plan.groups())]
         unnamed = container.FORMAT_VERSION >= container.UNNAMED_SHIPPED_VERSION and zoo.is_shipped(model)
         planes.append(container.PlaneGroup(nch, "" if unnamed else model.name, model.digest, segs))
         stats.payload_bytes += sum(map(len, segs))

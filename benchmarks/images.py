@@ -23,7 +23,7 @@ from PIL import Image
 import arcompress
 from arcompress import codec, container, zoo
 from arcompress.head import SCALE_OFFSET_ZERO, choose_scale_offsets, tile_bits
-from arcompress.media import ImageData
+from arcompress.media import ImageData, coded_planes
 from arcompress.pixelcnn import CachedDecoder, forward
 from arcompress.plan import TilePlan
 
@@ -296,8 +296,8 @@ def _outdated(row: dict) -> bool:
 
 def _not_default(row: dict, channels: int) -> bool:
     """Whether an arcompress measurement used other models than today's defaults (or did not say)."""
-    expected = [zoo.DEFAULTS[3 if channels >= 3 else 1]] + ([zoo.DEFAULTS[1]] if channels in (2, 4) else [])
-    return row.get("models") != expected
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+    return row.get("models") != [zoo.DEFAULTS[n] for _, n in coded_planes(mode, {})]
 
 
 def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
