@@ -26,10 +26,10 @@ Image layout, version 5 (integers are unsigned LEB128 varints unless a size is g
 Version 5 leaves out what the reader can derive (plane-group count, channels, segment counts,
 the default tiling) or what is usually empty (metadata and name lengths): 7 bytes less on a
 32x32 RGB file, whose header is then 28 bytes.  Versions 1-4 (still read) wrote, after the
-mode byte (a plain index): tile, group, crc32, meta (always a length), a plane-group count, and per group its
-channels (1 byte), model name (1-byte length + UTF-8; empty only from version 4), digest (all
-32 bytes in version 1), segment count and lengths; their segments are constriction's
-little-endian 32-bit words, and version 1-2 segments carry no scale offsets.
+mode byte (a plain index): tile, group, crc32, meta (always a length), a plane-group count,
+and per group its channels (1 byte), model name (1-byte length + UTF-8; empty only from
+version 4), digest (all 32 bytes in version 1), segment count and lengths; their segments are
+constriction's little-endian 32-bit words, and version 1-2 segments carry no scale offsets.
 
 Audio files (kind 2) share the first 7 bytes; then (see :func:`pack_audio_header`)::
 
