@@ -30,13 +30,13 @@ AUDIO_ARCH = wavenet.ARCH
 #: architecture -> its module (Config, Model, ExactOps, layer_specs, convert, forward, CachedDecoder)
 ARCHES = {m.ARCH: m for m in (pixelcnn, multires, pixelsnail, wavenet)}
 #: shipped models: name -> file inside arcompress/models
-SHIPPED = {"pixelcnn-rgb2": "pixelcnn-rgb2.safetensors",
+SHIPPED = {"pixelcnn-rgb3": "pixelcnn-rgb3.safetensors", "pixelcnn-rgb2": "pixelcnn-rgb2.safetensors",
            "pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
            "pixelcnn-multires": "pixelcnn-multires.safetensors",
            "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
-DEFAULTS = {3: "pixelcnn-rgb2", 1: "pixelcnn-gray"}
+DEFAULTS = {3: "pixelcnn-rgb3", 1: "pixelcnn-gray"}
 #: the default audio model
 AUDIO_DEFAULT = "wavenet-audio"
 #: ``--model best``: the encoder tries every shipped image model for a plane group's channel count

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from arcompress import codec, zoo
+from arcompress import codec, container, zoo
 from arcompress.media import ImageData, from_array, write_image
 
 from .audio import unpack_deb
@@ -178,6 +178,9 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
     results = start_results(quick, command, partial, log, sets={})
     workdir = Path(tempfile.mkdtemp(prefix="arcompress-small-"))
     for name, (model, items) in sets(quick).items():
+        if name in results["sets"] and _stale(results["sets"][name], model, items[0][1].shape[2]):
+            log(f"{name}: measured in an older .arc format or with other models: measuring it again")
+            del results["sets"][name]
         if name in results["sets"]:
             if results["sets"][name]["cli"].get("peak") != "VmHWM":  # measured before VmHWM was used
                 results["sets"][name]["cli"] = cli_measure(model, items[0][1], workdir)
@@ -187,6 +190,15 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
         if partial is not None:
             partial.write_text(json.dumps(results, indent=1))
     return results
+
+
+def _stale(saved: dict, model: str, channels: int) -> bool:
+    """Whether a saved set was written in an older .arc format or by other models than ``model``
+    (a name, or zoo.BEST: every shipped model for ``channels``) is today."""
+    if any(row.get("format_version", 1) < container.FORMAT_VERSION for row in saved["rows"]):
+        return True
+    candidates = zoo.shipped_image_models(channels) if model == zoo.BEST else [zoo.resolve(model)]
+    return saved.get("model_sha256") != {m.name: m.digest.hex() for m in candidates}
 
 
 def per_image_bits(r: dict) -> dict[str, float]:
