@@ -1,5 +1,6 @@
 """The shipped RGB models side by side (PixelCNN++, PixelSNAIL, multi-resolution PixelCNN++) on the
-same pixels and tiles: NLL, bits written, speed.
+same pixels and tiles: NLL, bits written, speed; and the shipped grey models on grey versions of
+the same crops (Pillow ``L``), so that every shipped image model is measured on 256x256 inputs.
 
 Data: central crops of every USC-SIPI dev image and of ``flower_foveon_rgb`` (RGB; never trained
 on).  For each image and each model: the float model's NLL, the exact model's NLL and the bits
@@ -18,12 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from arcompress import codec, zoo
-from arcompress.media import ImageData
+from arcompress.media import ImageData, from_array
+from PIL import Image
 
 from .images import DATA, _outdated, float_nll_bits, load, start_results
 
 #: every shipped RGB model, in the order zoo.SHIPPED lists them
 MODELS = [m.name for m in zoo.shipped_image_models(3)]
+#: every shipped grey (one-plane) image model, measured on grey versions of the crops
+GREY_MODELS = [m.name for m in zoo.shipped_image_models(1)]
+
+
+def grey(img: ImageData) -> ImageData:
+    """The crop converted to grey as Pillow does (``L``)."""
+    return from_array(np.asarray(Image.fromarray(img.pixels).convert("L")))
 
 
 def images(quick: bool) -> list[tuple[str, ImageData]]:
@@ -68,10 +77,19 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
             if (image, name) in done:
                 continue
             row = {"image": image, "model": name, "size": f"{img.pixels.shape[1]}x{img.pixels.shape[0]}",
-                   "subpixels": img.pixels.size, **measure(name, img)}
+                   "channels": 3, "subpixels": img.pixels.size, **measure(name, img)}
             results["rows"].append(row)
             save()
             log(f"{image} {name}: {row['bpsp_written']:.3f} bpsp, decode {row['decode_px_per_s']:.0f} px/s")
+        for name in GREY_MODELS:
+            if (image, name) in done:
+                continue
+            g = grey(img)
+            row = {"image": image, "model": name, "size": f"{g.pixels.shape[1]}x{g.pixels.shape[0]}",
+                   "channels": 1, "subpixels": g.pixels.size, **measure(name, g)}
+            results["rows"].append(row)
+            save()
+            log(f"{image} {name} (grey): {row['bpsp_written']:.3f} bpsp, decode {row['decode_px_per_s']:.0f} px/s")
     done_tiles = {r["tile"] for r in results["tiles"]}
     probes = items[:2]
     for tile in (8, 16) if quick else (16, 32, 64):
@@ -96,11 +114,11 @@ def totals_cells(g: list[dict]) -> str:
     encode px/s | decode px/s | round trips |" over rows ``g`` (bits weighted by sub-pixels, speeds
     by pixels)."""
     n = sum(r["subpixels"] for r in g)
-    px = n / 3
+    pixels = [r["subpixels"] / r.get("channels", 3) for r in g]
     avg = {k: sum(r.get(k, np.nan) * r["subpixels"] for r in g) / n
            for k in ("bpsp_float_nll", "bpsp_float_nll_adapted", "bpsp_exact_nll", "bpsp_written")}
-    enc = px / sum(r["subpixels"] / 3 / r["encode_px_per_s"] for r in g)
-    dec = px / sum(r["subpixels"] / 3 / r["decode_px_per_s"] for r in g)
+    enc = sum(pixels) / sum(p / r["encode_px_per_s"] for p, r in zip(pixels, g))
+    dec = sum(pixels) / sum(p / r["decode_px_per_s"] for p, r in zip(pixels, g))
     return (f"{len(g)} | {avg['bpsp_float_nll']:.4f} | {avg['bpsp_float_nll_adapted']:.4f} | "
             f"{avg['bpsp_exact_nll']:.4f} | **{avg['bpsp_written']:.4f}** | "
             f"{enc:.0f} | {dec:.0f} | {'all exact' if all(r['round_trip_exact'] for r in g) else 'FAILED'} |")
@@ -121,10 +139,11 @@ def summarize(results: dict) -> str:
     lines += ["| model | images | float NLL | float NLL, adapted scales | exact NLL | bits written | encode px/s "
               "| decode px/s | round trips |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for name in MODELS:
+    for name in MODELS + GREY_MODELS:
         g = [r for r in rows if r["model"] == name]
         if g:
-            lines.append(f"| `{name}` | {totals_cells(g)}")
+            label = f"`{name}`" + (" (grey crops)" if name in GREY_MODELS else "")
+            lines.append(f"| {label} | {totals_cells(g)}")
     names = [m for m in MODELS if any(r["model"] == m for r in rows)]
     base, others = names[0], names[1:]
     lines += ["", "Per image (bits per sub-pixel written, header included):", "",
