@@ -13,14 +13,19 @@ from arcompress.cli import main
 from conftest import natural_image
 
 
-def test_train_resume_and_use(tmp_path):
+def _tiny_training_args(tmp_path, images: int, out) -> list[str]:
+    """A folder of small generated RGB images and the CLI arguments of a tiny training run on it."""
     d = tmp_path / "imgs"
     d.mkdir()
-    for k in range(4):
+    for k in range(images):
         Image.fromarray(natural_image(20, 24, 3, seed=k), "RGB").save(d / f"{k}.png")
+    return ["train", str(d), "-o", str(out), "--filters", "8", "--blocks", "1", "--mixtures", "2",
+            "--batch", "4", "--crop", "16", "--val-images", "1"]
+
+
+def test_train_resume_and_use(tmp_path):
     out = tmp_path / "m.safetensors"
-    args = ["train", str(d), "-o", str(out), "--filters", "8", "--blocks", "1", "--mixtures", "2",
-            "--batch", "4", "--crop", "16", "--checkpoint-every", "3", "--val-images", "1"]
+    args = _tiny_training_args(tmp_path, 4, out) + ["--checkpoint-every", "3"]
     r = CliRunner().invoke(main, args + ["--steps", "3"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     out.unlink()  # keep the checkpoint, continue to 6 steps
@@ -92,14 +97,9 @@ def test_weight_average_math_and_swap():
 def test_train_with_average_ships_the_average(tmp_path):
     from safetensors.torch import load_file
 
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for k in range(3):
-        Image.fromarray(natural_image(20, 24, 3, seed=k), "RGB").save(d / f"{k}.png")
     out = tmp_path / "m.safetensors"
-    args = ["train", str(d), "-o", str(out), "--filters", "8", "--blocks", "1", "--mixtures", "2",
-            "--batch", "4", "--crop", "16", "--checkpoint-every", "2", "--val-images", "1",
-            "--val-crops", "3", "--average", "0.9", "--lr", "1e-2"]
+    args = _tiny_training_args(tmp_path, 3, out) + ["--checkpoint-every", "2", "--val-crops", "3",
+                                                    "--average", "0.9", "--lr", "1e-2"]
     r = CliRunner().invoke(main, args + ["--steps", "2"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     out.unlink()
