@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from arcompress import codec, zoo
 from arcompress.media import ImageData, from_array
-from PIL import Image
 
 from .images import DATA, _outdated, float_nll_bits, load, start_results
 

@@ -57,10 +57,11 @@ def test_compact_header_leaves_out_what_the_reader_derives():
 
 
 def test_compact_header_rejects_unknown_flags():
-    data = bytearray(container.pack(_header()))
+    h = _header()
+    data = bytearray(container.pack(h))
     data[9] |= 0x40  # a reserved bit of the mode byte (the header CRC is fixed up below)
-    body = bytes(data[:-10])  # header ends 10 bytes before the end: hcrc (4) + 6 payload bytes
-    data[-10:-6] = zlib.crc32(body).to_bytes(4, "little")
+    end = len(data) - sum(len(s) for p in h.planes for s in p.segments)  # header end, after hcrc
+    data[end - 4:end] = zlib.crc32(bytes(data[:end - 4])).to_bytes(4, "little")
     with pytest.raises(container.FormatError, match="image mode"):
         container.unpack(bytes(data))
 
