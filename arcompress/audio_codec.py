@@ -6,8 +6,9 @@ lock-step, all channels together, and segments in parallel processes.  Segments 
 written one at a time, so memory does not grow with the length of the recording.
 
 A segment is the linear predictor of each of its streams (chunk-major, channel-minor; chosen by
-the encoder): one byte per stream, its taps' fractional bits, then ``order`` int16
-little-endian taps per stream; then the range-coded symbols.
+the encoder): one byte per stream, its taps' fractional bits, then ``lpc`` int16
+little-endian taps per stream, then (models with ``lpc_cross`` > 0) ``lpc_cross`` int16 taps on
+the reference channel per stream that has one; then the range-coded symbols.
 Symbol order (the decoder's): for each time step t, for each channel c, the high bytes of all
 chunks that have a sample at t, then their low bytes (when the samples have fewer than 8 wasted
 low bits), then, for 24-bit audio, the 8 bits below the model's 16.
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from . import container, zoo
 from . import fixedpoint as fp
-from .audio_head import LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, chunk_lpc, exact_lpc, exact_lpc_step, residual
+from .audio_head import LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, chunk_lpc, exact_lpc_step, residual
 from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
@@ -94,6 +95,38 @@ class _Layout:
         return ref
 
 
+def segment_predictors(model: zoo.ExactModel, lay: "_Layout", m: torch.Tensor) -> Predictor:
+    """The encoder's predictors for the streams ``m`` (S, N) of one segment."""
+    cfg = model.config
+    return chunk_lpc(m, lay.lengths(), cfg.lpc, lay.refs(m), lay.has_ref, cfg.lpc_cross)
+
+
+def pack_predictors(pred: Predictor, has_ref: torch.Tensor) -> bytes:
+    """Shifts (one byte per stream), own taps (S x P int16), then the cross taps of the streams
+    that have a reference channel."""
+    parts = [pred.shift.numpy().astype(np.uint8), pred.taps.numpy().astype("<i2")]
+    if pred.cross.shape[1]:
+        parts.append(pred.cross[has_ref].numpy().astype("<i2"))
+    return b"".join(p.tobytes() for p in parts)
+
+
+def unpack_predictors(payload: bytes, has_ref: torch.Tensor, order: int, cross: int) -> tuple[Predictor, int]:
+    """The predictors at the start of a segment payload and their length in bytes."""
+    S, R = len(has_ref), int(has_ref.sum())
+    size = S + 2 * S * order + 2 * R * cross
+    if len(payload) < size:
+        raise container.FormatError("file is truncated (segment shorter than its predictors)")
+    shift = torch.from_numpy(np.frombuffer(payload, np.uint8, S).astype(np.int64))
+    if int(shift.max()) > LPC_MAX_BITS:
+        raise container.FormatError("corrupt segment (predictor shift)")
+    taps = torch.from_numpy(np.frombuffer(payload, "<i2", S * order, S).astype(np.int64)).view(S, order)
+    xt = torch.zeros(S, cross, dtype=torch.int64)
+    if cross:
+        xt[has_ref] = torch.from_numpy(np.frombuffer(payload, "<i2", R * cross, S + 2 * S * order)
+                                       .astype(np.int64)).view(R, cross)
+    return Predictor(taps, xt, shift), size
+
+
 def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, wasted: int, low_bits: int,
                    chunk: int, device: torch.device, stats: AudioEncodeStats) -> bytes:
     """Code one segment: native samples (frames, C) -> payload bytes."""
@@ -101,8 +134,8 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
     lay = _Layout(len(native), info.channels, chunk)
     m = lay.streams(to_model(native, info.bits))
     ref = lay.refs(m)
-    taps, shifts = chunk_lpc(m, lay.lengths(), model.config.lpc)  # (S, P), (S,)
-    lpc = exact_lpc(m, (taps, shifts))  # (S, N)
+    pred = segment_predictors(model, lay, m)
+    lpc = pred.exact_prediction(m, ref)  # (S, N)
     x = embed_fixed(m, residual(m, lpc), ref, lay.has_ref, info.rate, model.ops.tables["mulaw"])
     params = forward(ops, x.to(device)).to(torch.int64).cpu()  # (S, 4K, N)
     e_ref = torch.where(lay.has_ref.view(-1, 1), (ref << MEAN_BITS) - torch.roll(lpc, 1, 0), 0)
@@ -138,7 +171,7 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
         f, sy = f[keep], sy[keep]
         stats.nll_bits += float(exact_bits(f, sy).sum())
         enc.encode(sy, f)
-    prefix = shifts.numpy().astype(np.uint8).tobytes() + taps.numpy().astype("<i2").tobytes()
+    prefix = pack_predictors(pred, lay.has_ref)
     stats.nll_bits += 8 * len(prefix)
     return prefix + enc.finish(trimmed=container.FORMAT_VERSION >= container.COMPACT_VERSION)
 
@@ -155,34 +188,38 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
     ops = model.ops
     lay = _Layout(frames, info.channels, chunk)
     B, C, N = lay.B, lay.C, lay.N
-    P = model.config.lpc
-    S = B * C
-    if len(payload) < S * (1 + 2 * P):
-        raise container.FormatError("file is truncated (segment shorter than its predictors)")
-    shifts = torch.from_numpy(np.frombuffer(payload, np.uint8, S).astype(np.int64)).view(B, C)
-    if int(shifts.max()) > LPC_MAX_BITS:
-        raise container.FormatError("corrupt segment (predictor shift)")
-    taps = torch.from_numpy(np.frombuffer(payload, "<i2", S * P, S).astype(np.int64)).view(B, C, P)
-    taps = taps.flip(-1).to(torch.float64)
-    dec = Decoder(payload[S * (1 + 2 * P):], trimmed=trimmed)
+    P, Q = model.config.lpc, model.config.lpc_cross
+    pred, size = unpack_predictors(payload, lay.has_ref, P, Q)
+    # oldest-first windows (below) take the taps in reverse order: the same exact sums
+    own = pred.taps.flip(-1).to(torch.float64).view(B, C, P)
+    crs = pred.cross.flip(-1).to(torch.float64).view(B, C, Q)
+    coef = torch.cat([own, crs], -1)
+    shifts = pred.shift.view(B, C)
+    dec = Decoder(payload[size:], trimmed=trimmed)
     cache = CachedDecoder(ops, B * C)
     head = ExactAudioHead(ops.tables, model.config.mixtures)
     mulaw = ops.tables["mulaw"]
-    hist = torch.zeros(B, C, P + N, dtype=torch.float64)  # model samples, P zeros of no past
+    H = max(P, Q)
+    hist = torch.zeros(B, C, H + N, dtype=torch.float64)  # model samples, H zeros of no past
     eprev = torch.zeros(B, C, dtype=torch.int64)  # the predictor's last error per stream
     low = torch.zeros(B, C, N, dtype=torch.int64)
     step_bits = min(wasted, 8)
     has_ref = lay.has_ref
     zeros = torch.zeros(B, dtype=torch.int64)
     for t in range(N):
-        prev = hist[:, :, P + t - 1].to(torch.int64).reshape(-1) if t else torch.zeros(B * C, dtype=torch.int64)
+        prev = hist[:, :, H + t - 1].to(torch.int64).reshape(-1) if t else torch.zeros(B * C, dtype=torch.int64)
         rprev = torch.roll(prev, 1, 0) * has_ref
         params = cache.step(embed_step(prev, eprev.view(-1), rprev, has_ref, info.rate, t, mulaw)).to(torch.int64)
         params = params.view(B, C, -1)
         m = lay.inside[:, t]
         lpc_prev, s_prev = None, None
         for c in range(C):
-            lpc = exact_lpc_step(hist[:, c, t:t + P], taps[:, c], shifts[:, c])
+            window = hist[:, c, H + t - P:H + t]
+            if Q and c:  # the reference channel's samples t-Q+1 .. t (t was just decoded)
+                window = torch.cat([window, hist[:, c - 1, H + t - Q + 1:H + t + 1]], -1)
+                lpc = exact_lpc_step(window, coef[:, c], shifts[:, c])
+            else:
+                lpc = exact_lpc_step(window, own[:, c], shifts[:, c])
             e_ref = zeros if c == 0 else (s_prev << MEAN_BITS) - lpc_prev
             head.start(params[:, c], lpc, e_ref)
             hi = torch.zeros(B, dtype=torch.int64)
@@ -193,10 +230,10 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
             if low_bits:
                 low[m, c, t] = dec.decode(torch.full((int(m.sum()), 256), 1 << (PRECISION - 8), dtype=torch.int64))
             s = ((hi << 8) | (lo & 255)) - 32768
-            hist[:, c, P + t] = s.to(torch.float64)
+            hist[:, c, H + t] = s.to(torch.float64)
             eprev[:, c] = residual(s, lpc)
             lpc_prev, s_prev = lpc, s
-    m_samples = hist[:, :, P:].to(torch.int64)  # (B, C, N)
+    m_samples = hist[:, :, H:].to(torch.int64)  # (B, C, N)
     native = (m_samples << 8) | low if info.bits == 24 else m_samples >> (16 - info.bits)
     return native.permute(0, 2, 1).reshape(B * N, C)[:frames].numpy().astype(np.int32)
 

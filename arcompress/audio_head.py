@@ -12,7 +12,10 @@ encoder fits the taps ``a`` to each chunk (least squares, :func:`chunk_lpc`) and
 in the file as 16-bit integers; the network then shapes the distribution around that
 prediction: where it is, how wide, how heavy-tailed.  ``e_ref[t] = r[t] - lpc_r[t]`` is the
 reference channel's prediction error at the same time step (zero for the first channel):
-stereo channels are coupled as PixelCNN++ couples R, G and B.  Scales are
+stereo channels are coupled as PixelCNN++ couples R, G and B.  Models with ``lpc_cross`` > 0
+also give the predictor of every channel after the first taps on its reference channel's
+present and past samples (:class:`Predictor`; inter-channel prediction as in MPEG-4 ALS), so
+that nearly identical channels cost about what their difference costs.  Scales are
 ``exp(log_scales_k)`` samples.
 
 **Exact coding without a 65 536-entry table**: a sample ``v`` is coded as its high byte
@@ -27,6 +30,7 @@ The CDF is an integer table of the logistic at 2**-7 steps, linearly interpolate
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -94,59 +98,134 @@ def split_params(p: torch.Tensor, k: int):
 LPC_MAX_BITS = 15
 
 
-def chunk_lpc(samples: torch.Tensor, lengths: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares predictor per stream, quantized: (N, T) samples -> taps (N, order) int64
-    and shifts (N,) int64 (the taps' fractional bits).
+@dataclass
+class Predictor:
+    """Per-stream linear predictors, chosen by the encoder and stored in the file.
 
-    The encoder's choice (float arithmetic is fine here: the taps are stored in the file).
-    Only the first ``lengths[n]`` samples of stream n are used; a tiny ridge keeps silence and
-    very short streams well-posed.
+    The prediction of ``s[t]`` is ``(sum_j taps[j] s[t-1-j] + sum_k cross[k] r[t-k]) / 2**shift``
+    with ``r`` the stream's reference channel: ``taps`` (N, P) on the stream's own past,
+    ``cross`` (N, Q) on the reference channel's present and past (inter-channel prediction, as
+    in MPEG-4 ALS; Q = 0 when the model has none, all zero for streams without a reference),
+    ``shift`` (N,) the fractional bits.  All int64, every tap within int16.
+    """
+
+    taps: torch.Tensor
+    cross: torch.Tensor
+    shift: torch.Tensor
+
+    @property
+    def order(self) -> int:
+        return self.taps.shape[1]
+
+    def coefficients(self) -> torch.Tensor:
+        """(N, P + Q) float64 in window order (see :func:`predictor_windows`)."""
+        return torch.cat([self.taps, self.cross], 1).to(torch.float64)
+
+    def rows(self, index) -> "Predictor":
+        return Predictor(self.taps[index], self.cross[index], self.shift[index])
+
+    def float_prediction(self, samples: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """Float prediction (N, T) in samples (training and float NLL)."""
+        w = predictor_windows(samples, self.order, ref, self.cross.shape[1])
+        acc = (w * self.coefficients().unsqueeze(1)).sum(-1)
+        return (acc * torch.exp2(-self.shift.double()).unsqueeze(-1)).float()
+
+    def exact_prediction(self, samples: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """Integer prediction with MEAN_BITS fractional bits, (N, T) int64, zero past.
+
+        Every product is below 2**30 and there are at most 96 of them: the sum is exact in
+        float64 in any order.
+        """
+        w = predictor_windows(samples, self.order, ref, self.cross.shape[1])
+        acc = (w * self.coefficients().unsqueeze(1)).sum(-1)
+        return fp.rescale(acc, (self.shift - MEAN_BITS).double().unsqueeze(-1)).to(torch.int64)
+
+
+def predictor_windows(samples: torch.Tensor, order: int, ref: torch.Tensor | None = None,
+                      cross: int = 0) -> torch.Tensor:
+    """(N, T) -> (N, T, order + cross) float64: ``s[t-1], ..., s[t-order]`` then
+    ``r[t], r[t-1], ..., r[t-cross+1]`` (zero before the stream starts)."""
+    t = samples.shape[1]
+    own = F.pad(samples.to(torch.float64), (order, 0)).unfold(1, order, 1)[:, :t].flip(-1)
+    if not cross:
+        return own
+    if ref is None:
+        raise ValueError("a predictor with cross taps needs the reference channel")
+    rw = F.pad(ref.to(torch.float64), (cross - 1, 0)).unfold(1, cross, 1).flip(-1)
+    return torch.cat([own, rw], -1)
+
+
+#: the encoder's predictor fit: reweighting passes after the least-squares one, and the window
+#: (samples) of the local error power that weights them (chosen on held-out training files)
+LPC_REWEIGHT_PASSES, LPC_POWER_WINDOW = 3, 33
+
+
+def chunk_lpc(samples: torch.Tensor, lengths: torch.Tensor, order: int, ref: torch.Tensor | None = None,
+              has_ref: torch.Tensor | None = None, cross: int = 0,
+              passes: int = LPC_REWEIGHT_PASSES) -> Predictor:
+    """Per-stream linear predictor, quantized, for (N, T) samples: the encoder's choice (float
+    arithmetic is fine here: the taps are stored in the file).
+
+    Least squares weights every error by its square, so a loud attack decides the taps of a
+    whole chunk and its quiet decay is predicted badly, although the coder (whose scale follows
+    the local loudness) pays for the error *relative* to the local level everywhere.  So after
+    the least-squares fit, ``passes`` weighted refits give each sample the weight
+    ``1 / (1 + local error power)``, the power being the previous fit's squared error averaged
+    over ``LPC_POWER_WINDOW`` samples: maximum likelihood for Gaussian errors whose variance
+    follows that power.  Only the first ``lengths[n]`` samples of stream n are used; a tiny
+    ridge keeps silence and very short streams well-posed.  With ``cross`` > 0, streams whose
+    ``has_ref`` (N,) is true also get ``cross`` taps on ``ref`` (N, T), their reference
+    channel's present and past.
     """
     n, t = samples.shape
     x = samples.to(torch.float64)
-    win = F.pad(x, (order, 0)).unfold(1, order, 1)[:, :t].flip(-1)  # (N, T, P): s[t-1], ..., s[t-P]
+    if cross and has_ref is None:
+        raise ValueError("cross taps need has_ref")
+    win = predictor_windows(samples, order, ref if cross else None, cross)  # (N, T, P + Q)
+    k = win.shape[-1]
     valid = (torch.arange(t).view(1, t) < lengths.view(-1, 1)).to(torch.float64)
     win = win * valid.unsqueeze(-1)
-    xtx = win.transpose(1, 2) @ win  # (N, P, P)
-    xty = (win * (x * valid).unsqueeze(-1)).sum(1)  # (N, P)
-    ridge = 1e-9 * xtx.diagonal(dim1=1, dim2=2).mean(-1) + 1e-3
-    a = torch.linalg.solve(xtx + ridge.view(-1, 1, 1) * torch.eye(order, dtype=torch.float64), xty)
-    a = torch.nan_to_num(a, 0.0, 0.0, 0.0).clamp(-1e4, 1e4)
+    if cross:
+        win[..., order:] *= has_ref.to(torch.float64).view(n, 1, 1)
+    eye = torch.eye(k, dtype=torch.float64)
+    weight = valid
+    for it in range(passes + 1):
+        if it:
+            err = (x - (win * a.unsqueeze(1)).sum(-1)) * valid
+            power = F.avg_pool1d((err * err).unsqueeze(1), LPC_POWER_WINDOW, 1, LPC_POWER_WINDOW // 2,
+                                 count_include_pad=False)[:, 0, :t]
+            weight = valid / (power + 1.0)
+        ww = win * weight.unsqueeze(-1)
+        xtx = ww.transpose(1, 2) @ win  # (N, K, K)
+        xty = (ww * x.unsqueeze(-1)).sum(1)  # (N, K)
+        ridge = 1e-9 * xtx.diagonal(dim1=1, dim2=2).mean(-1) + 1e-3
+        a = torch.linalg.solve(xtx + ridge.view(-1, 1, 1) * eye, xty)
+        a = torch.nan_to_num(a, 0.0, 0.0, 0.0).clamp(-1e4, 1e4)
+        if cross:
+            a[~has_ref.bool(), order:] = 0.0
     big = a.abs().amax(-1).clamp_min(1e-9)
     shift = torch.floor(torch.log2(32767 / big)).clamp(0, LPC_MAX_BITS)
     shift = shift - (torch.round(big * torch.exp2(shift)) > 32767).to(torch.float64)
     shift = shift.clamp_min(0)
-    taps = torch.round(a * torch.exp2(shift).unsqueeze(-1)).clamp(-32767, 32767)
-    return taps.to(torch.int64), shift.to(torch.int64)
+    taps = torch.round(a * torch.exp2(shift).unsqueeze(-1)).clamp(-32767, 32767).to(torch.int64)
+    return Predictor(taps[:, :order], taps[:, order:], shift.to(torch.int64))
 
 
-def _windows(samples: torch.Tensor, order: int) -> torch.Tensor:
-    """(N, T) -> (N, T, P) past samples s[t-P .. t-1] (zero before the stream starts), float64."""
-    t = samples.shape[1]
-    return F.pad(samples.to(torch.float64), (order, 0)).unfold(1, order, 1)[:, :t]
-
-
-def float_lpc(samples: torch.Tensor, lpc: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Float linear prediction (N, T) in samples from (taps (N, P), shifts (N,)) of chunk_lpc."""
-    taps, shift = lpc
-    w = _windows(samples, taps.shape[1])
-    return ((w * taps.flip(-1).to(torch.float64).unsqueeze(1)).sum(-1) * torch.exp2(-shift.double()).unsqueeze(-1)).float()
-
-
-def nll_bits(params: torch.Tensor, samples: torch.Tensor, taps: torch.Tensor,
-             ref: torch.Tensor | None = None, ref_taps: torch.Tensor | None = None,
+def nll_bits(params: torch.Tensor, samples: torch.Tensor, prediction: torch.Tensor,
+             ref: torch.Tensor | None = None, ref_prediction: torch.Tensor | None = None,
              mask: torch.Tensor | None = None) -> torch.Tensor:
     """Float NLL in bits per sample (scalar mean over ``mask``), for training.
 
-    params (N, 4K, T), samples / ref (N, T) int16 values, taps / ref_taps the predictors
-    (taps, shifts) of :func:`chunk_lpc`, mask (N, T) or None.
+    params (N, 4K, T), samples / ref (N, T) int16 values, ``prediction`` / ``ref_prediction``
+    (N, T) the float linear predictions of the samples and of the reference channel
+    (:meth:`Predictor.float_prediction`), mask (N, T) or None.
     """
     k = params.shape[1] // 4
     logits, means, log_s, coup = split_params(params.permute(0, 2, 1), k)  # (N, T, K)
     s = samples.float()
-    mean = float_lpc(samples, taps).unsqueeze(-1) + MEAN_GAIN * means
+    mean = prediction.unsqueeze(-1) + MEAN_GAIN * means
     if ref is not None:  # all-zero for streams without a reference channel: e_ref = 0
-        e_ref = ref.float() - float_lpc(ref, ref_taps)
+        e_ref = ref.float() - ref_prediction
         mean = mean + torch.tanh(coup) * e_ref.unsqueeze(-1)
     log_s = log_s.clamp(LS_MIN, LS_MAX)
     inv = torch.exp(-log_s)
@@ -169,21 +248,12 @@ def nll_bits(params: torch.Tensor, samples: torch.Tensor, taps: torch.Tensor,
 
 # ----------------------------------------------------------------------------- exact (coding)
 
-def exact_lpc(samples: torch.Tensor, lpc: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Integer linear prediction with MEAN_BITS fractional bits, (N, T) int64, zero past.
-
-    ``lpc``: (taps (N, P) int64 with |tap| < 2**15, shifts (N,)), so every sum is below
-    2**36 (P <= 64): exact in float64 in any order.
-    """
-    taps, shift = lpc
-    acc = (_windows(samples, taps.shape[1]) * taps.flip(-1).to(torch.float64).unsqueeze(1)).sum(-1)
-    return fp.rescale(acc, (shift - MEAN_BITS).double().unsqueeze(-1)).to(torch.int64)
-
-
-def exact_lpc_step(history: torch.Tensor, taps_flipped: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """The same for one time step: history (N, P) = s[t-P..t-1] (float64), taps flipped (N, P)
-    (float64), shifts (N,)."""
-    return fp.rescale((history * taps_flipped).sum(-1), (shift - MEAN_BITS).double()).to(torch.int64)
+def exact_lpc_step(window: torch.Tensor, coefficients: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """:meth:`Predictor.exact_prediction` for one time step: ``window`` (N, P + Q) float64 past
+    (and reference) samples, ``coefficients`` (N, P + Q) float64 the taps in the same order
+    (:meth:`Predictor.coefficients` for :func:`predictor_windows`; any order gives the same
+    bits, every sum being exact), shifts (N,)."""
+    return fp.rescale((window * coefficients).sum(-1), (shift - MEAN_BITS).double()).to(torch.int64)
 
 
 def residual(samples: torch.Tensor, lpc: torch.Tensor) -> torch.Tensor:

@@ -165,6 +165,8 @@ def info(inputs, as_json):
 @click.option("--residual", default=24, show_default=True, help="Audio: residual channels.")
 @click.option("--skip", default=48, show_default=True, help="Audio: skip channels.")
 @click.option("--layers", default=10, show_default=True, help="Audio: dilated layers (dilations 1, 2, ..., 512, repeated).")
+@click.option("--lpc-cross", default=8, show_default=True, help="Audio: taps of each channel's linear predictor "
+              "on the channel before it (present and past samples; 0: channels predicted from their own past only).")
 @click.option("--mixtures", default=None, type=int, help="Logistic mixture components (default: 5 images, 4 audio).")
 @click.option("--steps", default=2000, show_default=True, help="Total optimisation steps (a resumed run continues to this).")
 @click.option("--batch", default=None, type=int, help="Crops per step (default: 16 images, 8 audio).")
@@ -176,7 +178,7 @@ def info(inputs, as_json):
               help="Whole files held out for validation (default: ~10 %, the last by name).")
 @click.option("--val-dir", type=click.Path(exists=True, file_okay=False),
               help="Audio: validate on this folder instead of holding files out.")
-@click.option("--init", "init", default=None, help="Images: start from this model's float weights (shipped name or "
+@click.option("--init", "init", default=None, help="Start from this model's float weights (shipped name or "
               "file), layer by layer where names and shapes match, e.g. a PixelSNAIL from pixelcnn-rgb.")
 @click.option("--val-crops", default=16, show_default=True, help="Images: random crops of each held-out "
               "image that validation measures (more: a steadier figure, slower checkpoints).")
@@ -185,7 +187,8 @@ def info(inputs, as_json):
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default: OUTPUT.ckpt.safetensors); resumed if present.")
 @click.option("--checkpoint-every", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, value, residual, skip, layers, mixtures, steps,
+def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, value, residual, skip, layers, lpc_cross,
+          mixtures, steps,
           batch, crop, lr, lr_decay, threads, val_files, val_dir, val_crops, init, average, checkpoint, checkpoint_every, seed):
     """Train a model on a folder of images (PixelCNN++) or recordings (WaveNet) and write an
     exact model file.
@@ -208,11 +211,13 @@ def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, v
             from .train_audio import AudioTrainOptions, train_audio
             from .wavenet import WaveNetConfig
 
-            cfg = WaveNetConfig(residual=residual, skip=skip, layers=layers, mixtures=mixtures or 4)
+            cfg = WaveNetConfig.from_dict(dict(residual=residual, skip=skip, layers=layers, mixtures=mixtures or 4,
+                                               lpc_cross=lpc_cross))
             opts = AudioTrainOptions(steps=steps, batch=batch or 8, crop=crop or 4096, lr=lr, lr_decay=lr_decay,
                                      threads=threads, val_files=val_files, checkpoint_every=checkpoint_every,
                                      seed=seed, average=average)
-            r = train_audio(data_dir, output, cfg, opts, checkpoint=checkpoint, val_dir=val_dir, log=click.echo)
+            r = train_audio(data_dir, output, cfg, opts, checkpoint=checkpoint, val_dir=val_dir, log=click.echo,
+                            init=init)
             click.echo(f"wrote {output}: validation {r['val_bits']:.4f} bits/sample (float model) "
                        f"after {r['steps']} steps")
             return

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio_head import chunk_lpc, exact_lpc, nll_bits, residual
+from .audio_head import chunk_lpc, nll_bits, residual
 from .audiofile import AUDIO_SUFFIXES, read_audio
-from .train import WeightAverage, averaged, load_checkpoint, run_steps, write_checkpoint
+from .train import WeightAverage, averaged, init_from, load_checkpoint, run_steps, write_checkpoint
 from .wavenet import WaveNet, WaveNetConfig, embed_float, rate_feature
 
 
@@ -98,10 +98,12 @@ def random_crops(tracks: list[Track], n: int, size: int, rng: np.random.Generato
 def batch_nll(model: WaveNet, crops) -> torch.Tensor:
     """Float NLL (bits per sample) of a batch from :func:`random_crops`."""
     x, r, has_ref, rate, mask = crops
-    lengths = mask.sum(1)
-    lpc, ref_lpc = chunk_lpc(x, lengths, model.cfg.lpc), chunk_lpc(r, lengths, model.cfg.lpc)
-    resid = residual(x, exact_lpc(x, lpc))
-    return nll_bits(model(embed_float(x, resid, r, has_ref, rate)), x, lpc, r, ref_lpc, mask)
+    lengths, cfg = mask.sum(1), model.cfg
+    lpc = chunk_lpc(x, lengths, cfg.lpc, r, has_ref, cfg.lpc_cross)
+    ref_pred = chunk_lpc(r, lengths, cfg.lpc).float_prediction(r)
+    resid = residual(x, lpc.exact_prediction(x, r))
+    params = model(embed_float(x, resid, r, has_ref, rate))
+    return nll_bits(params, x, lpc.float_prediction(x, r), r, ref_pred, mask)
 
 
 def evaluate(model: WaveNet, crops, batch: int = 16) -> float:
@@ -120,8 +122,9 @@ def evaluate(model: WaveNet, crops, batch: int = 16) -> float:
 
 def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrainOptions,
                 checkpoint: str | None = None, val_dir: str | None = None, description: str = "",
-                log=print) -> dict:
-    """Train (or resume) a WaveNet and write the exact model file to ``output``."""
+                log=print, init: str | None = None) -> dict:
+    """Train (or resume) a WaveNet and write the exact model file to ``output``; ``init``: a
+    model whose float weights start a new run (train.init_from)."""
     from .zoo import save_model
 
     if opts.threads:
@@ -145,6 +148,10 @@ def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrai
     ckpt = Path(checkpoint) if checkpoint else Path(output).with_suffix(".ckpt.safetensors")
     average = WeightAverage(model, opts.average) if opts.average else None
     step, history = load_checkpoint(ckpt, cfg, model, opt, log, average)
+    if step == 0 and init:
+        init_from(model, init, log)
+        if average:
+            average.reset(model)
     rng = np.random.default_rng(opts.seed + step)
 
     step = run_steps(model, opt, opts, step, history,
@@ -160,6 +167,7 @@ def train_audio(audio_dir: str, output: str, cfg: WaveNetConfig, opts: AudioTrai
         "validation": f"{len(val_files)} held-out whole files",
         "val_bits_per_sample_float": f"{val:.4f}",
         "steps": str(step),
+        "initialised_from": init or "",
         "train_options": json.dumps(opts.__dict__),
         "history": json.dumps(history),
     }

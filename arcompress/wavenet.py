@@ -51,7 +51,9 @@ class WaveNetConfig:
     residual: channels of the residual stream.  skip: channels of the skip sum and head.
     layers: residual blocks; dilations cycle through 1, 2, ..., 2**(cycle-1).
     mixtures: logistic mixture components.  lpc: order of the per-chunk linear predictor
-    (audio_head; its taps are chosen by the encoder and stored in the file).
+    (audio_head; its taps are chosen by the encoder and stored in the file).  lpc_cross: taps
+    of that predictor on the reference channel's present and past samples, for every channel
+    after the first (0: none, as in the first audio models).
     """
 
     residual: int = 32
@@ -60,9 +62,15 @@ class WaveNetConfig:
     cycle: int = 10
     mixtures: int = 4
     lpc: int = 16
+    lpc_cross: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as stored in model files and hashed into the model's digest: ``lpc_cross``
+        (added later) is left out when 0, so the earlier models keep their digests."""
+        d = asdict(self)
+        if not d["lpc_cross"]:
+            del d["lpc_cross"]
+        return d
 
     @staticmethod
     def from_dict(d: dict) -> "WaveNetConfig":
@@ -71,7 +79,8 @@ class WaveNetConfig:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         cfg = WaveNetConfig(**d)
         if not (1 <= cfg.residual <= 512 and 1 <= cfg.skip <= 1024 and 1 <= cfg.layers <= 64
-                and 1 <= cfg.cycle <= 16 and 1 <= cfg.mixtures <= 16 and 1 <= cfg.lpc <= 64):
+                and 1 <= cfg.cycle <= 16 and 1 <= cfg.mixtures <= 16 and 1 <= cfg.lpc <= 64
+                and 0 <= cfg.lpc_cross <= 32):
             raise ValueError(f"model config out of range: {d}")
         return cfg
 

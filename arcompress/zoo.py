@@ -34,11 +34,11 @@ SHIPPED = {"pixelcnn-rgb3": "pixelcnn-rgb3.safetensors", "pixelcnn-rgb2": "pixel
            "pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
            "pixelcnn-multires": "pixelcnn-multires.safetensors",
-           "wavenet-audio": "wavenet-audio.safetensors"}
+           "wavenet-audio2": "wavenet-audio2.safetensors", "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
 DEFAULTS = {3: "pixelcnn-rgb3", 1: "pixelcnn-gray"}
 #: the default audio model
-AUDIO_DEFAULT = "wavenet-audio"
+AUDIO_DEFAULT = "wavenet-audio2"
 #: ``--model best``: the encoder tries every shipped image model for a plane group's channel count
 BEST = "best"
 

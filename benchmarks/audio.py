@@ -30,7 +30,7 @@ import soundfile as sf
 import torch
 
 from arcompress import audio_codec, container, zoo
-from arcompress.audio_head import chunk_lpc, exact_lpc, nll_bits, residual
+from arcompress.audio_head import chunk_lpc, nll_bits, residual
 from arcompress.audiofile import AudioInfo, read_audio, to_model
 from arcompress.wavenet import embed_float, rate_feature
 
@@ -161,9 +161,10 @@ def float_nll(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, chunk:
     lay = audio_codec._Layout(len(native), info.channels, chunk)
     m = lay.streams(to_model(native, info.bits))
     ref = lay.refs(m)
-    lpc = chunk_lpc(m, lay.lengths(), model.config.lpc)
-    ref_lpc = tuple(torch.roll(v, 1, 0) for v in lpc)
-    resid = residual(m, exact_lpc(m, lpc))
+    lpc = audio_codec.segment_predictors(model, lay, m)
+    pred = lpc.float_prediction(m, ref)
+    ref_pred = torch.roll(pred, 1, 0) * lay.has_ref.view(-1, 1)
+    resid = residual(m, lpc.exact_prediction(m, ref))
     total = 0.0
     with torch.no_grad():
         for s in range(0, m.shape[0], 32):
@@ -171,10 +172,9 @@ def float_nll(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, chunk:
             rate = torch.full((len(x),), rate_feature(info.rate))
             mask = lay.inside.repeat_interleave(info.channels, 0)[s:s + 32]
             params = fm(embed_float(x, resid[s:s + 32], r, h, rate))
-            part = lambda p: tuple(v[s:s + 32] for v in p)  # noqa: E731
-            total += float(nll_bits(params, x, part(lpc), r, part(ref_lpc), mask)) * int(mask.sum())
+            total += float(nll_bits(params, x, pred[s:s + 32], r, ref_pred[s:s + 32], mask)) * int(mask.sum())
     extra = 8 * info.frames * info.channels if info.bits == 24 else 0
-    return total + extra + 8 * lpc[1].numel() + 16 * lpc[0].numel()  # the stored predictors, as in the exact NLL
+    return total + extra + 8 * len(audio_codec.pack_predictors(lpc, lay.has_ref))  # as in the exact NLL
 
 
 def code(model, native, info, chunk, decode: bool, workers: int | None = None) -> dict:
@@ -233,7 +233,7 @@ def cached_vs_naive(model, frames: int = 256) -> dict:
     x = torch.from_numpy(to_model(native[:frames, :1], info.bits).T.copy())
     zeros, no = torch.zeros_like(x), torch.zeros(1, dtype=torch.bool)
     mulaw = ops.tables["mulaw"]
-    resid = residual(x, exact_lpc(x, chunk_lpc(x, torch.tensor([frames]), model.config.lpc)))  # noqa
+    resid = residual(x, chunk_lpc(x, torch.tensor([frames]), model.config.lpc).exact_prediction(x))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -107,12 +107,13 @@ WORST_CASES = {
 }
 
 
-def make_audio_model(path, seed: int = 0, gain: float = 1.0) -> zoo.ExactModel:
-    """A small random-weight WaveNet written as a model file and loaded back."""
+def make_audio_model(path, seed: int = 0, gain: float = 1.0, cross: int = 0) -> zoo.ExactModel:
+    """A small random-weight WaveNet written as a model file and loaded back; ``cross``: its
+    predictors' taps on the reference channel."""
     from arcompress.wavenet import WaveNet, WaveNetConfig
 
     torch.manual_seed(seed)
-    model = WaveNet(WaveNetConfig(residual=8, skip=8, layers=4, cycle=3, mixtures=3, lpc=8))
+    model = WaveNet(WaveNetConfig(residual=8, skip=8, layers=4, cycle=3, mixtures=3, lpc=8, lpc_cross=cross))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(gain)
@@ -122,10 +123,12 @@ def make_audio_model(path, seed: int = 0, gain: float = 1.0) -> zoo.ExactModel:
 
 @pytest.fixture(scope="session")
 def audio_models(tmp_path_factory):
-    """A tiny audio model, and a loud one (saturated activations, extreme mixture parameters)."""
+    """A tiny audio model, a loud one (saturated activations, extreme mixture parameters), and
+    one whose predictors also use the reference channel (11 taps there: more than its 8 own)."""
     d = tmp_path_factory.mktemp("audio_models")
     return {"tiny": make_audio_model(d / "tiny-audio.safetensors"),
-            "loud": make_audio_model(d / "loud-audio.safetensors", seed=3, gain=40.0)}
+            "loud": make_audio_model(d / "loud-audio.safetensors", seed=3, gain=40.0),
+            "cross": make_audio_model(d / "cross-audio.safetensors", seed=5, gain=3.0, cross=11)}
 
 
 def tone(frames: int, channels: int = 1, bits: int = 16, seed: int = 0) -> np.ndarray:

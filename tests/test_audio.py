@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from arcompress import audio_codec, audiofile, container
-from arcompress.audio_head import ExactAudioHead, chunk_lpc, exact_lpc, exact_lpc_step, residual
+from arcompress.audio_head import ExactAudioHead, chunk_lpc, exact_lpc_step, predictor_windows, residual
 from arcompress.audiofile import AudioInfo
 from arcompress.cli import main
 from arcompress.coder import DecodeError
@@ -33,31 +33,66 @@ def roundtrip(model, native, bits=16, rate=16000, chunk=128, group=2, workers=1)
     return back, data, stats
 
 
-@pytest.mark.parametrize("which", ["tiny", "loud"])
+@pytest.mark.parametrize("which", ["tiny", "loud", "cross"])
 def test_cached_network_equals_batched(audio_models, which):
     """Step-by-step (queues) and whole-stream passes give identical parameters and predictions."""
     model = audio_models[which]
-    ops = model.ops
-    x = torch.from_numpy(np.concatenate([tone(60, 2, seed=1).T, AUDIO_WORST_CASES["square"](60, 2, 16).T]))
-    has_ref = torch.tensor([False, True, False, True])
+    ops, cfg = model.ops, model.config
+    x = torch.from_numpy(np.concatenate([tone(60, 3, seed=1).T, AUDIO_WORST_CASES["square"](60, 2, 16).T]))
+    has_ref = torch.tensor([False, True, True, False, True])
     ref = torch.roll(x, 1, 0) * has_ref.view(-1, 1)
-    taps, shifts = chunk_lpc(x, torch.full((4,), 60), model.config.lpc)
-    lpc = exact_lpc(x, (taps, shifts))
+    pred = chunk_lpc(x, torch.full((5,), 60), cfg.lpc, ref, has_ref, cfg.lpc_cross)
+    assert pred.cross.shape == (5, cfg.lpc_cross) and not pred.cross[~has_ref].any()
+    lpc = pred.exact_prediction(x, ref)
     emb = embed_fixed(x, residual(x, lpc), ref, has_ref, 44100, ops.tables["mulaw"])
     params = forward(ops, emb)
-    cache = CachedDecoder(ops, 4)
-    flipped = taps.flip(-1).double()
-    p = taps.shape[1]
-    hist = torch.cat([torch.zeros(4, p, dtype=torch.float64), x.double()], 1)
-    eprev = torch.zeros(4, dtype=torch.int64)
+    cache = CachedDecoder(ops, 5)
+    coef = pred.coefficients()
+    windows = predictor_windows(x, cfg.lpc, ref, cfg.lpc_cross)
+    eprev = torch.zeros(5, dtype=torch.int64)
     for t in range(x.shape[1]):
-        prev = x[:, t - 1] if t else torch.zeros(4, dtype=torch.int64)
+        prev = x[:, t - 1] if t else torch.zeros(5, dtype=torch.int64)
         col = embed_step(prev, eprev, torch.roll(prev, 1, 0) * has_ref, has_ref, 44100, t, ops.tables["mulaw"])
         assert torch.equal(col, emb[:, :, t])
         assert torch.equal(cache.step(col), params[:, :, t]), f"step {t}"
-        step_lpc = exact_lpc_step(hist[:, t:t + p], flipped, shifts)
+        step_lpc = exact_lpc_step(windows[:, t], coef, pred.shift)
         assert torch.equal(step_lpc, lpc[:, t])
         eprev = residual(x[:, t], step_lpc)
+
+
+def test_cross_taps_predict_a_channel_from_its_reference():
+    """Two channels that differ by a little noise: with taps on the reference channel the second
+    channel's prediction error is about that noise; without them it is far larger."""
+    rng = np.random.default_rng(0)
+    left = torch.from_numpy(tone(2000, 1, seed=7)[:, 0] + rng.integers(-800, 800, 2000)).view(1, -1)
+    right = left + torch.from_numpy(rng.integers(-2, 3, (1, 2000)))
+    lengths, yes = torch.tensor([2000]), torch.tensor([True])
+    own = chunk_lpc(right, lengths, 8)
+    both = chunk_lpc(right, lengths, 8, left, yes, 3)
+    err_own = (right - (own.exact_prediction(right) >> 8)).double().abs().mean()
+    err_both = (right - (both.exact_prediction(right, left) >> 8)).double().abs().mean()
+    assert err_both < 2.0 < 100 < err_own
+    assert abs(float(both.cross[0, 0]) / 2 ** int(both.shift[0]) - 1) < 1e-3  # r[t], weight one
+    none = chunk_lpc(right, lengths, 8, left, torch.tensor([False]), 3)
+    assert not none.cross.any() and torch.equal(none.taps, own.taps)
+
+
+def test_cross_taps_are_stored_for_reference_streams_only(audio_models):
+    """A mono file costs no cross taps; each stream with a reference channel costs 2 bytes per tap."""
+    cross, tiny = audio_models["cross"], audio_models["tiny"]
+    mono = tone(300, 1)
+    for native, extra in [(mono, 0), (tone(300, 3), 2 * 2 * 11)]:
+        _, with_cross, st_c = roundtrip(cross, native, chunk=300, group=1)
+        _, without, st_t = roundtrip(tiny, native, chunk=300, group=1)
+        pred_c = audio_codec.pack_predictors(*_predictors(cross, native))
+        pred_t = audio_codec.pack_predictors(*_predictors(tiny, native))
+        assert len(pred_c) - len(pred_t) == extra
+
+
+def _predictors(model, native):
+    lay = audio_codec._Layout(len(native), native.shape[1], 300)
+    m = lay.streams(native.astype(np.int64))
+    return audio_codec.segment_predictors(model, lay, m), lay.has_ref
 
 
 def test_head_tables_are_valid_and_exact(audio_models):
@@ -79,7 +114,7 @@ def test_head_tables_are_valid_and_exact(audio_models):
 @pytest.mark.parametrize("bits,channels", [(16, 1), (16, 2), (8, 1), (24, 3)])
 def test_worst_case_roundtrips(audio_models, name, bits, channels):
     native = AUDIO_WORST_CASES[name](300, channels, bits)
-    for which in ("tiny", "loud"):
+    for which in ("tiny", "loud", "cross"):
         back, _, _ = roundtrip(audio_models[which], native, bits)
         assert np.array_equal(back, native), which
 
@@ -154,8 +189,9 @@ def test_written_bits_match_model(audio_models):
     assert 0 <= stats.payload_bytes * 8 - stats.nll_bits < 0.002 * stats.nll_bits + 64
 
 
-def test_corrupt_and_truncated_files_fail_cleanly(audio_models):
-    model = audio_models["tiny"]
+@pytest.mark.parametrize("which", ["tiny", "cross"])
+def test_corrupt_and_truncated_files_fail_cleanly(audio_models, which):
+    model = audio_models[which]
     x = tone(200, 2, seed=6)
     _, data, _ = roundtrip(model, x, chunk=64, group=2)
     rng = np.random.default_rng(0)
@@ -281,3 +317,22 @@ def test_api_arrays(audio_models):
     assert arcompress.info(data)["kind"] == "audio"
     with pytest.raises(ValueError):
         arcompress.compress_audio(np.zeros(5, np.float32), 8000)
+
+
+def test_reweighted_predictor_fits_the_quiet_part_too():
+    """A loud noise burst then a quiet resonance: least squares spends its taps on the burst;
+    the reweighted fit predicts the quiet part far better, and the log-errors a coder pays for
+    (its scale follows the local level) fall."""
+    rng = np.random.default_rng(1)
+    quiet = np.zeros(3800)
+    for t in range(2, 3800):  # a resonance: x[t] = 1.8 x[t-1] - 0.9 x[t-2] + noise
+        quiet[t] = 1.8 * quiet[t - 1] - 0.9 * quiet[t - 2] + rng.normal(0, 3)
+    x = torch.from_numpy(np.round(np.concatenate([rng.normal(0, 8000, 296), quiet])).astype(np.int64)).view(1, -1)
+    lengths = torch.tensor([x.shape[1]])
+    costs = {}
+    for passes in (0, 3):
+        pred = chunk_lpc(x, lengths, 8, passes=passes)
+        err = (x - (pred.exact_prediction(x) >> 8)).double()
+        costs[passes] = (float(torch.log2(1 + err[0, 400:].abs()).mean()), float(torch.log2(1 + err.abs()).mean()))
+    assert costs[3][0] < costs[0][0] - 1.0  # the quiet part: over a bit less per sample
+    assert costs[3][1] < costs[0][1]  # and the whole chunk

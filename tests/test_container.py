@@ -162,3 +162,17 @@ def test_random_byte_flips_never_crash_or_pass_silently(sample, tiny_models):
             continue
         # a flip that decodes must still give the exact pixels (e.g. a flip in padding bits)
         assert np.array_equal(out.pixels, a), f"trial {trial}: wrong pixels passed the checks"
+
+
+#: the first 8 bytes of each shipped model's SHA-256 as files written by earlier releases record
+#: them: a change to the model files, the digest or a config's serialisation must not move them
+SHIPPED_DIGESTS = {
+    "pixelcnn-rgb3": "4fa29b4dcc86aef3", "pixelcnn-rgb2": "db7b0a1347ca3b12", "pixelcnn-rgb": "ef51d69c0a455d2f",
+    "pixelcnn-gray": "1cfdbd7eb90de724", "pixelcnn-fashion28": "a5c5493de91f9ffe", "pixelsnail": "ce63772137333a31",
+    "pixelcnn-multires": "4aa58313f3ddeef1", "wavenet-audio": "2ab40a9ee0ef5d42", "wavenet-audio2": "d24814d89469baa1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_DIGESTS))
+def test_shipped_models_keep_their_digests(name):
+    assert zoo.resolve(name).digest[:8].hex() == SHIPPED_DIGESTS[name]

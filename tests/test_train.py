@@ -64,10 +64,17 @@ def test_train_audio_resume_and_use(tmp_path):
     r = CliRunner().invoke(main, args + ["--steps", "4"], catch_exceptions=False)
     assert r.exit_code == 0 and "resumed" in r.output and "after 4 steps" in r.output
     model = zoo.load_model(out)
-    assert model.is_audio and model.metadata["steps"] == "4"
+    assert model.is_audio and model.metadata["steps"] == "4" and model.config.lpc_cross == 8
     x = tone(500, 2).astype(np.int16)
     back, rate = arcompress.decompress_audio(arcompress.compress_audio(x, 8000, model=str(out)), model=str(out))
     assert rate == 8000 and np.array_equal(back, x)
+    # a new run started from that model's weights, with predictors on each channel's own past only
+    out2 = tmp_path / "b.safetensors"
+    r = CliRunner().invoke(main, [*args[:3], str(out2), *args[4:], "--steps", "2", "--init", str(out),
+                                  "--lpc-cross", "0"], catch_exceptions=False)
+    assert r.exit_code == 0 and "started from" in r.output, r.output
+    second = zoo.load_model(out2)
+    assert second.config.lpc_cross == 0 and second.metadata["initialised_from"] == str(out)
 
 
 def test_weight_average_math_and_swap():
