@@ -121,24 +121,19 @@ class Predictor:
         """(N, P + Q) float64 in window order (see :func:`predictor_windows`)."""
         return torch.cat([self.taps, self.cross], 1).to(torch.float64)
 
-    def rows(self, index) -> "Predictor":
-        return Predictor(self.taps[index], self.cross[index], self.shift[index])
+    def _sums(self, samples: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
+        """The integer sums of taps times samples (N, T), float64: every product is below 2**30
+        and there are at most 96 of them, so the sum is exact in any order."""
+        w = predictor_windows(samples, self.order, ref, self.cross.shape[1])
+        return (w * self.coefficients().unsqueeze(1)).sum(-1)
 
     def float_prediction(self, samples: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         """Float prediction (N, T) in samples (training and float NLL)."""
-        w = predictor_windows(samples, self.order, ref, self.cross.shape[1])
-        acc = (w * self.coefficients().unsqueeze(1)).sum(-1)
-        return (acc * torch.exp2(-self.shift.double()).unsqueeze(-1)).float()
+        return (self._sums(samples, ref) * torch.exp2(-self.shift.double()).unsqueeze(-1)).float()
 
     def exact_prediction(self, samples: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
-        """Integer prediction with MEAN_BITS fractional bits, (N, T) int64, zero past.
-
-        Every product is below 2**30 and there are at most 96 of them: the sum is exact in
-        float64 in any order.
-        """
-        w = predictor_windows(samples, self.order, ref, self.cross.shape[1])
-        acc = (w * self.coefficients().unsqueeze(1)).sum(-1)
-        return fp.rescale(acc, (self.shift - MEAN_BITS).double().unsqueeze(-1)).to(torch.int64)
+        """Integer prediction with MEAN_BITS fractional bits, (N, T) int64, zero past."""
+        return fp.rescale(self._sums(samples, ref), (self.shift - MEAN_BITS).double().unsqueeze(-1)).to(torch.int64)
 
 
 def predictor_windows(samples: torch.Tensor, order: int, ref: torch.Tensor | None = None,
