@@ -36,8 +36,8 @@ from .codec import _device, _ops_on, _single_thread
 from .head import PRECISION, exact_bits
 from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
-DEFAULT_CHUNK = 4096
-DEFAULT_GROUP = 32
+DEFAULT_CHUNK = container.AUDIO_DEFAULT_CHUNK
+DEFAULT_GROUP = container.AUDIO_DEFAULT_GROUP
 #: rows (time steps x channels x chunks) of head tables built at once
 HEAD_ROWS = 512
 
@@ -260,6 +260,8 @@ def encode_stream(model: zoo.ExactModel, info: AudioInfo, blocks, chunk: int = D
                                    low_bits, chunk, group, crc,
                                    {"format": info.format, "subtype": info.subtype, "tags": info.tags},
                                    model.name, model.digest)
+    if container.FORMAT_VERSION >= container.AUDIO_COMPACT_VERSION and zoo.is_shipped(model):
+        header.model_name = ""  # its digest finds it among the shipped models
     yield container.pack_audio_header(header)
     stats = AudioEncodeStats()
     seg_frames = chunk * group

@@ -31,19 +31,32 @@ and per group its channels (1 byte), model name (1-byte length + UTF-8; empty on
 version 4), digest (all 32 bytes in version 1), segment count and lengths; their segments are
 constriction's little-endian 32-bit words, and version 1-2 segments carry no scale offsets.
 
-Audio files (kind 2) share the first 7 bytes; then (see :func:`pack_audio_header`)::
+Audio files (kind 2) share the first 7 bytes; then, from version 6 (see :func:`pack_audio_header`)::
 
+    flags      1 byte   AUDIO_HAS_META: metadata follows (text tags, or a container/subtype pair
+                        not in AUDIO_CONTAINERS); AUDIO_HAS_NAME: the model's name follows (a model
+                        file, not a shipped model); AUDIO_HAS_PLAN: the chunking follows (else it is
+                        AUDIO_DEFAULT_CHUNK, AUDIO_DEFAULT_GROUP)
     channels   1 byte;  rate, frames (varints)
-    bits       1 byte   8, 16 or 24;  wasted: 1 byte (trailing zero bits of every model sample)
-    low_bits   1 byte   low bits of 24-bit samples coded uniformly (0 or 8)
-    chunk, group        chunking plan (audio_codec)
+    samples    1 byte   bits 0-1: 8, 16 or 24 bits (0, 1, 2); bit 2: the low 8 bits of 24-bit
+                        samples are coded uniformly; bits 3-7: wasted bits (trailing zero bits of
+                        every model sample, 0-16)
+    chunk, group        only with AUDIO_HAS_PLAN
     crc32      4 bytes  CRC-32 of the native samples as little-endian int32, frame-interleaved
-    meta       varint length + zlib-compressed JSON (container format, subtype, text tags)
-    model name (1-byte length + UTF-8), model SHA-256 (32 bytes)
+    container  1 byte   index into AUDIO_CONTAINERS, only without AUDIO_HAS_META
+    meta                only with AUDIO_HAS_META: varint length + zlib-compressed JSON (container
+                        format, subtype, text tags)
+    model      1-byte length + UTF-8 name only with AUDIO_HAS_NAME; the first 8 bytes of the
+               model's SHA-256 (a shipped model is found by them, as in image headers)
     hcrc       4 bytes  CRC-32 of everything above
     segments   ceil(ceil(frames / chunk) / group) of them, each a varint byte length + bytes,
                so that a long recording is written and read one segment at a time; from
                version 5 a segment's range-coded stream is trimmed (coder.py)
+
+An 8 kHz mono WAV header is then 32 bytes.  Versions 1-5 wrote, after the kind byte: channels
+(1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
+(always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
+Version 6 writes image files exactly as version 5 did (IMAGE_LAYOUT_VERSION).
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -59,15 +72,21 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
 UNNAMED_SHIPPED_VERSION = 4
 #: from this version on, derivable header fields are left out and payload streams are trimmed
 COMPACT_VERSION = 5
+#: from this version on, audio headers are compact (a shipped model by its digest alone, common
+#: containers as one byte, the default chunking left out)
+AUDIO_COMPACT_VERSION = 6
+#: the last version that changed how image files are written (later ones write the same bytes
+#: apart from the version byte)
+IMAGE_LAYOUT_VERSION = COMPACT_VERSION
 #: flags in the mode byte of a compact (version 5) image header
 MODE_BITS = 0x07
 HAS_META = 0x08
@@ -75,6 +94,18 @@ HAS_NAMES = 0x10
 HAS_PLAN = 0x20
 #: bytes of the model's SHA-256 recorded in an image header (version 2)
 IMAGE_DIGEST_BYTES = 8
+#: flags in the first byte of a compact (version 6) audio header
+AUDIO_HAS_META = 0x01
+AUDIO_HAS_NAME = 0x02
+AUDIO_HAS_PLAN = 0x04
+#: the chunking an audio header leaves out: frames per chunk, chunks per segment (audio_codec)
+AUDIO_DEFAULT_CHUNK = 4096
+AUDIO_DEFAULT_GROUP = 32
+#: (container format, subtype) pairs a compact audio header writes as one byte (their index)
+AUDIO_CONTAINERS = (("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_U8"), ("FLAC", "PCM_16"),
+                    ("FLAC", "PCM_24"), ("FLAC", "PCM_S8"), ("AIFF", "PCM_16"), ("AIFF", "PCM_24"),
+                    ("AIFF", "PCM_S8"))
+AUDIO_BITS = (8, 16, 24)
 KIND_IMAGE = 1
 KIND_AUDIO = 2
 MAX_FRAMES = 1 << 40
@@ -352,6 +383,38 @@ class AudioHeader:
 
 
 def pack_audio_header(h: AudioHeader) -> bytes:
+    """The header of an audio file in format FORMAT_VERSION.  From version 6 an empty
+    ``h.model_name`` means a shipped model (its digest identifies it)."""
+    if FORMAT_VERSION < AUDIO_COMPACT_VERSION:
+        return _pack_audio_header_v1_to_v5(h)
+    name = h.model_name.encode()
+    if len(name) > 255 or len(h.model_digest) < IMAGE_DIGEST_BYTES:
+        raise ValueError("model name too long or digest too short")
+    pair = (h.meta.get("format"), h.meta.get("subtype"))
+    plain = pair in AUDIO_CONTAINERS and not h.meta.get("tags") and set(h.meta) <= {"format", "subtype", "tags"}
+    custom = (h.chunk, h.group) != (AUDIO_DEFAULT_CHUNK, AUDIO_DEFAULT_GROUP)
+    flags = (0 if plain else AUDIO_HAS_META) | (AUDIO_HAS_NAME if name else 0) | (AUDIO_HAS_PLAN if custom else 0)
+    out = bytearray(MAGIC)
+    out += bytes([FORMAT_VERSION, h.scheme, KIND_AUDIO, flags, h.channels])
+    out += _varint(h.rate) + _varint(h.frames)
+    out.append(AUDIO_BITS.index(h.bits) | (4 if h.low_bits else 0) | h.wasted << 3)
+    if custom:
+        out += _varint(h.chunk) + _varint(h.group)
+    out += (h.crc32 & 0xFFFFFFFF).to_bytes(4, "little")
+    if plain:
+        out.append(AUDIO_CONTAINERS.index(pair))
+    else:
+        meta = _pack_meta(h.meta)
+        out += _varint(len(meta)) + meta
+    if name:
+        out += bytes([len(name)]) + name
+    out += h.model_digest[:IMAGE_DIGEST_BYTES]
+    out += zlib.crc32(out).to_bytes(4, "little")
+    return bytes(out)
+
+
+def _pack_audio_header_v1_to_v5(h: AudioHeader) -> bytes:
+    """Versions 1-5 (tests write them to check that they are still read)."""
     meta = zlib.compress(json.dumps(h.meta, separators=(",", ":"), sort_keys=True).encode(), 9)
     name = h.model_name.encode()
     if len(name) > 255 or len(h.model_digest) != 32:
@@ -375,15 +438,38 @@ def read_audio_header(r: "_Reader") -> AudioHeader:
     kind = peek_kind(r.take(7))
     if kind != KIND_AUDIO:
         raise FormatError("this is not an audio .arc file")
-    scheme = start[5]
-    channels = r.byte()
-    rate, frames = r.varint(1 << 31), r.varint(MAX_FRAMES)
-    bits, wasted, low_bits = r.byte(), r.byte(), r.byte()
-    chunk, group = r.varint(1 << 24), r.varint(1 << 24)
-    crc = int.from_bytes(r.take(4), "little")
-    meta_raw = r.take(r.varint(MAX_META))
-    name_raw = r.take(r.byte())
-    digest = r.take(32)
+    version, scheme = start[4], start[5]
+    if version >= AUDIO_COMPACT_VERSION:
+        flags, channels = r.byte(), r.byte()
+        if flags & ~(AUDIO_HAS_META | AUDIO_HAS_NAME | AUDIO_HAS_PLAN):
+            raise FormatError("corrupt header (audio flags)")
+        rate, frames = r.varint(1 << 31), r.varint(MAX_FRAMES)
+        samples = r.byte()
+        if samples & 3 == 3:
+            raise FormatError("corrupt header (audio parameters)")
+        bits, low_bits, wasted = AUDIO_BITS[samples & 3], 8 if samples & 4 else 0, samples >> 3
+        chunk, group = AUDIO_DEFAULT_CHUNK, AUDIO_DEFAULT_GROUP
+        if flags & AUDIO_HAS_PLAN:
+            chunk, group = r.varint(1 << 24), r.varint(1 << 24)
+        crc = int.from_bytes(r.take(4), "little")
+        if flags & AUDIO_HAS_META:
+            meta = _read_meta(r)
+        else:
+            pair = r.byte()
+            if pair >= len(AUDIO_CONTAINERS):
+                raise FormatError("corrupt header (audio container)")
+            meta = {"format": AUDIO_CONTAINERS[pair][0], "subtype": AUDIO_CONTAINERS[pair][1], "tags": {}}
+        name_raw = r.take(r.byte()) if flags & AUDIO_HAS_NAME else b""
+        digest = r.take(IMAGE_DIGEST_BYTES)
+    else:
+        channels = r.byte()
+        rate, frames = r.varint(1 << 31), r.varint(MAX_FRAMES)
+        bits, wasted, low_bits = r.byte(), r.byte(), r.byte()
+        chunk, group = r.varint(1 << 24), r.varint(1 << 24)
+        crc = int.from_bytes(r.take(4), "little")
+        meta = _read_meta(r)
+        name_raw = r.take(r.byte())
+        digest = r.take(32)
     r.recording = None
     if int.from_bytes(r.take(4), "little") != zlib.crc32(bytes(start)):
         raise FormatError("corrupt header (CRC mismatch)")
@@ -391,15 +477,13 @@ def read_audio_header(r: "_Reader") -> AudioHeader:
             or low_bits not in (0, 8) or (low_bits and bits != 24) or chunk == 0 or group == 0:
         raise FormatError("corrupt header (audio parameters)")
     try:
-        inflater = zlib.decompressobj()
-        meta = json.loads(inflater.decompress(meta_raw, MAX_META))
-        if inflater.unconsumed_tail or not inflater.eof or not isinstance(meta, dict):
-            raise ValueError
         name = name_raw.decode()
-    except (zlib.error, ValueError, UnicodeDecodeError):
-        raise FormatError("corrupt header (metadata)") from None
+    except UnicodeDecodeError:
+        raise FormatError("corrupt header (model name)") from None
+    if version >= AUDIO_COMPACT_VERSION and flags & AUDIO_HAS_NAME and not name:
+        raise FormatError("corrupt header (model name)")
     return AudioHeader(scheme, channels, rate, frames, bits, wasted, low_bits, chunk, group, crc,
-                       meta, name, digest, start[4])
+                       meta, name, digest, version)
 
 
 def read_segment(r: "_Reader") -> bytes:

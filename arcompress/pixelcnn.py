@@ -145,6 +145,7 @@ class ExactOps:
         fp.validate_tables(self.tables)
         self.weights: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.matrices: dict[str, torch.Tensor] = {}
+        self.scales: dict[str, torch.Tensor] = {}
         for name, (cin, cout, k) in self.specs(cfg).items():
             wi, sh, bi = tensors[f"{name}.weight"], tensors[f"{name}.shift"], tensors[f"{name}.bias"]
             if wi.shape != (cout, cin, *k) or sh.shape != (cout,) or bi.shape != (cout,):
@@ -153,7 +154,9 @@ class ExactOps:
             self.weights[name] = (wi.double(), bi.double(), sh.double())
             # the same weights as a (I*kh*kw, O) matrix, for windows exactly the kernel's size
             self.matrices[name] = wi.double().reshape(cout, -1).t().contiguous()
+            self.scales[name] = torch.exp2(-sh.double())  # rescale's factors, computed once
         self.conv_impl = F.conv2d
+        self.luts = {k: self.tables[k].double() for k in ("elu", "sigmoid")}  # float64 copies: no casts
         self.elu_lo = -fp.ELU_RANGE * fp.ONE
         self.sig_lo = -fp.SIGMOID_RANGE * fp.ONE
 
@@ -161,6 +164,8 @@ class ExactOps:
         self.tables = {k: v.to(device) for k, v in self.tables.items()}
         self.weights = {k: tuple(t.to(device) for t in v) for k, v in self.weights.items()}
         self.matrices = {k: v.to(device) for k, v in self.matrices.items()}
+        self.scales = {k: v.to(device) for k, v in self.scales.items()}
+        self.luts = {k: v.to(device) for k, v in self.luts.items()}
         return self
 
     def conv(self, name: str, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
@@ -169,24 +174,28 @@ class ExactOps:
         kh, kw = w.shape[-2:]
         if x.shape[-2] == kh:  # a single output row (the cached decoder): im2col + matrix product
             n, c, _, width = x.shape
+            # fp.rescale of the exact sums (any order of an integer sum below 2**53 gives the same
+            # float64), with the layer's 2**-shift computed once
             if width == kw:  # a single window (the per-pixel step): already in (I, kh, kw) order
-                acc = fp.rescale(x.reshape(n, -1) @ self.matrices[name] + b, s)
+                acc = torch.addmm(b, x.reshape(n, -1), self.matrices[name])
+                acc.mul_(self.scales[name]).add_(0.5).floor_()
                 return fp.clamp_act(acc).view(n, -1, 1, 1)
             cols = x.unfold(3, kw, stride).permute(0, 3, 1, 2, 4).reshape(-1, c * kh * kw)
-            acc = fp.rescale(cols @ self.matrices[name] + b, s)
+            acc = torch.addmm(b, cols, self.matrices[name])
+            acc.mul_(self.scales[name]).add_(0.5).floor_()
             return fp.clamp_act(acc).view(n, -1, w.shape[0]).permute(0, 2, 1).unsqueeze(2)
         if stride == 1:
             return fp.exact_conv2d(x, w, b, s, conv=self.conv_impl)
         return fp.exact_conv2d(x, w, b, s, conv=lambda x, w: self.conv_impl(x, w, stride=stride))
 
     def elu(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x >= 0, x, fp.lookup(self.tables["elu"], x, self.elu_lo))
+        return torch.where(x >= 0, x, fp.lookup(self.luts["elu"], x, self.elu_lo))
 
     def concat_elu(self, x: torch.Tensor) -> torch.Tensor:
         return self.elu(torch.cat([x, -x], dim=1))
 
     def gate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return fp.rescale(a * fp.lookup(self.tables["sigmoid"], b, self.sig_lo), fp.ACT_BITS)
+        return fp.rescale(a * fp.lookup(self.luts["sigmoid"], b, self.sig_lo), fp.ACT_BITS)
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return fp.clamp_act(x + y)

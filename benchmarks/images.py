@@ -290,8 +290,9 @@ def machine() -> dict:
 
 
 def _outdated(row: dict) -> bool:
-    """Whether an arcompress measurement was taken with an older .arc format."""
-    return row.get("format_version", 1) < container.FORMAT_VERSION
+    """Whether an arcompress measurement was taken with an older .arc image layout (versions
+    after container.IMAGE_LAYOUT_VERSION write images byte for byte as it does)."""
+    return row.get("format_version", 1) < container.IMAGE_LAYOUT_VERSION
 
 
 def _not_default(row: dict, channels: int) -> bool:
@@ -390,10 +391,11 @@ def summarize(results: dict) -> str:
         lines.append(f"| **arcompress (bits written, header included)** | **{a['bpsp_written']:.3f}** | "
                      f"{100 * (a['bpsp_written'] / tot['PNG'] - 1):+.1f} % |")
         versions = sorted({r["arcompress"].get("format_version", 1) for r in rows})
-        if versions != [container.FORMAT_VERSION]:
+        if versions[0] < container.IMAGE_LAYOUT_VERSION:
             lines += ["", f"The arcompress files above were written in .arc format version "
-                          f"{'/'.join(map(str, versions))}, not today's {container.FORMAT_VERSION} "
-                          "(README, 'The file format', lists what each version changed)."]
+                          f"{'/'.join(map(str, versions))}, older than today's image layout (version "
+                          f"{container.IMAGE_LAYOUT_VERSION}; README, 'The file format', lists what each "
+                          "version changed)."]
         if any(_not_default(r["arcompress"], r["channels"]) for r in rows):
             used = sorted({"+".join(r["arcompress"]["models"]) for r in rows if "models" in r["arcompress"]})
             lines += ["", "They were written by " + (", ".join(f"`{u}`" for u in used) if used else

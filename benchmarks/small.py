@@ -195,7 +195,7 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
 def _stale(saved: dict, model: str, channels: int) -> bool:
     """Whether a saved set was written in an older .arc format or by other models than ``model``
     (a name, or zoo.BEST: every shipped model for ``channels``) is today."""
-    if any(row.get("format_version", 1) < container.FORMAT_VERSION for row in saved["rows"]):
+    if any(row.get("format_version", 1) < container.IMAGE_LAYOUT_VERSION for row in saved["rows"]):
         return True
     candidates = zoo.shipped_image_models(channels) if model == zoo.BEST else [zoo.resolve(model)]
     return saved.get("model_sha256") != {m.name: m.digest.hex() for m in candidates}

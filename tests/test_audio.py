@@ -1,5 +1,7 @@
 """Audio: the exact WaveNet (batched == cached), the two-stage head, and bit-exact round trips."""
 
+import zlib
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -140,17 +142,66 @@ def test_wasted_bits_and_24_bit_low_byte(audio_models):
     assert container.read_audio_header(container.audio_reader(data24)).low_bits == 0
 
 
-def test_version_4_word_streams_still_decode(audio_models, monkeypatch):
-    """Version 4 wrote constriction's whole little-endian words; version 5 trims them. Both decode."""
+def test_older_audio_versions_still_decode(audio_models, monkeypatch):
+    """Version 4 wrote constriction's whole little-endian words; version 5 trims them; version 6
+    writes a compact header.  All three decode."""
     x = tone(600, 2, seed=3)
-    monkeypatch.setattr(container, "FORMAT_VERSION", 4)
-    _, old, _ = roundtrip(audio_models["tiny"], x)
-    monkeypatch.undo()
+    old = {}
+    for version in (4, 5):
+        monkeypatch.setattr(container, "FORMAT_VERSION", version)
+        old[version] = roundtrip(audio_models["tiny"], x)[1]
+        monkeypatch.undo()
     back, new, _ = roundtrip(audio_models["tiny"], x)
-    assert (old[4], new[4]) == (4, 5) and len(new) < len(old)
-    gen = audio_codec.decode_stream(container.audio_reader(old), lambda n, d: audio_models["tiny"])
-    next(gen)
-    assert np.array_equal(np.concatenate(list(gen)), x) and np.array_equal(back, x)
+    assert (old[4][4], old[5][4], new[4]) == (4, 5, 6) and len(new) < len(old[5]) < len(old[4])
+    assert len(old[5]) - len(new) >= 24 + 20  # the digest's last 24 bytes and the metadata JSON
+    for data in old.values():
+        gen = audio_codec.decode_stream(container.audio_reader(data), lambda n, d: audio_models["tiny"])
+        next(gen)
+        assert np.array_equal(np.concatenate(list(gen)), x)
+    assert np.array_equal(back, x)
+
+
+def _audio_header(**changes):
+    h = container.AudioHeader(1, 2, 44100, 123456, 16, 0, 0, container.AUDIO_DEFAULT_CHUNK,
+                              container.AUDIO_DEFAULT_GROUP, 0xDEADBEEF,
+                              {"format": "FLAC", "subtype": "PCM_16", "tags": {}}, "", bytes(range(32)))
+    for k, v in changes.items():
+        setattr(h, k, v)
+    return h
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"model_name": "my-model"},
+    {"chunk": 1024, "group": 3},
+    {"bits": 24, "low_bits": 8, "wasted": 5, "channels": 6, "rate": 8000},
+    {"bits": 8, "wasted": 16, "meta": {"format": "WAV", "subtype": "PCM_U8", "tags": {}}},
+    {"meta": {"format": "FLAC", "subtype": "PCM_16", "tags": {"title": "t\u00e9"}}},
+    {"meta": {"format": "WAV", "subtype": "PCM_S8", "tags": {}}},  # a pair the table lacks
+])
+def test_compact_audio_header_round_trip(changes):
+    """Every field of a version-6 audio header is read back as written (the digest to its first
+    8 bytes); the plain case (a shipped model, default chunking, a common container, no tags) is
+    25 bytes plus the rate and frame varints."""
+    h = _audio_header(**changes)
+    data = container.pack_audio_header(h)
+    r = container.audio_reader(data + b"rest")
+    back = container.read_audio_header(r)
+    assert r.pos == len(data)
+    h.model_digest = h.model_digest[:container.IMAGE_DIGEST_BYTES]
+    assert back == h
+    if not changes:
+        assert len(data) == 7 + 1 + 1 + 3 + 3 + 1 + 4 + 1 + 8 + 4 == 33
+
+
+def test_compact_audio_header_rejects_bad_fields():
+    data = bytearray(container.pack_audio_header(_audio_header()))
+    for offset, value, message in ((7, 0x80, "flags"), (15, 3, "parameters"), (20, 200, "container")):
+        bad = bytearray(data)
+        bad[offset] = value
+        bad[-4:] = zlib.crc32(bytes(bad[:-4])).to_bytes(4, "little")
+        with pytest.raises(container.FormatError, match=message):
+            container.read_audio_header(container.audio_reader(bytes(bad)))
 
 
 def test_batch_composition_and_workers(audio_models):
@@ -316,6 +367,23 @@ def test_api_arrays(audio_models):
     assert arcompress.info(data)["kind"] == "audio"
     with pytest.raises(ValueError):
         arcompress.compress_audio(np.zeros(5, np.float32), 8000)
+
+
+def test_shipped_audio_model_is_found_by_its_digest():
+    """With the default (shipped) model a compact header names no model: 31 bytes for a short 8 kHz
+    mono file, and decoding finds the model among the shipped ones by its digest."""
+    import arcompress
+    from arcompress import zoo
+
+    x = tone(300, 1, seed=4).astype(np.int16)
+    data = arcompress.compress_audio(x, 8000)
+    r = container.audio_reader(data)
+    h = container.read_audio_header(r)
+    assert h.model_name == "" and zoo.resolve(zoo.AUDIO_DEFAULT).matches(h.model_digest)
+    assert r.pos == 7 + 1 + 1 + 2 + 2 + 1 + 4 + 1 + 8 + 4 == 31
+    back, rate = arcompress.decompress_audio(data)
+    assert rate == 8000 and np.array_equal(back[:, 0], x[:, 0])
+    assert arcompress.info(data)["models"][0]["name"] == zoo.AUDIO_DEFAULT
 
 
 def test_reweighted_predictor_fits_the_quiet_part_too():
