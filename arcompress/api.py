@@ -80,8 +80,9 @@ def decompress(data: bytes, model: str | None = None) -> np.ndarray:
     return img.pixels[:, :, 0] if img.pixels.shape[2] == 1 else img.pixels
 
 
-def _audio_model(model: str | None) -> zoo.ExactModel:
-    m = zoo.resolve(zoo.AUDIO_DEFAULT if model in (None, zoo.BEST) else model)  # one shipped audio model
+def _audio_model(model: str | None, rate: int) -> zoo.ExactModel:
+    """The model that codes a recording of ``rate`` Hz: ``model``, or the shipped one for its rate."""
+    m = zoo.resolve(zoo.audio_default(rate) if model in (None, zoo.BEST) else model)
     if not m.is_audio:
         raise zoo.ModelError(f"model {m.name} is an image model; audio needs a WaveNet model "
                              f"(e.g. {zoo.AUDIO_DEFAULT})")
@@ -108,7 +109,7 @@ def compress_audio(samples: np.ndarray, rate: int, bits: int | None = None, mode
         raise ValueError(f"samples exceed the {bits}-bit range")
     native = a.astype(np.int32)
     info = AudioInfo(int(rate), a.shape[1], a.shape[0], bits, "WAV", {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24"}[bits])
-    parts = list(audio_codec.encode_stream(_audio_model(model), info, lambda: iter([native]), chunk=chunk,
+    parts = list(audio_codec.encode_stream(_audio_model(model, rate), info, lambda: iter([native]), chunk=chunk,
                                            device=device, progress=False))
     return b"".join(parts[:-1])
 
@@ -214,7 +215,7 @@ def encode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None, mo
 
 def _encode_audio_file(src: Path, dst: Path, model, device, force, verify, progress) -> dict:
     info_ = probe(src)
-    m = _audio_model(model)
+    m = _audio_model(model, info_.rate)
     block = 1 << 16
     stats = None
 

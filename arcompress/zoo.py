@@ -34,13 +34,22 @@ SHIPPED = {"pixelcnn-rgb3": "pixelcnn-rgb3.safetensors", "pixelcnn-rgb2": "pixel
            "pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
            "pixelcnn-multires": "pixelcnn-multires.safetensors",
-           "wavenet-audio2": "wavenet-audio2.safetensors", "wavenet-audio": "wavenet-audio.safetensors"}
+           "wavenet-speech8k": "wavenet-speech8k.safetensors", "wavenet-audio2": "wavenet-audio2.safetensors",
+           "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
 DEFAULTS = {3: "pixelcnn-rgb3", 1: "pixelcnn-gray"}
-#: the default audio model
+#: the default audio model (any sample rate)
 AUDIO_DEFAULT = "wavenet-audio2"
+#: the default audio model by sample rate: the first band whose upper limit (Hz) the rate does not
+#: exceed; telephone-band recordings get a model fine-tuned on 8 kHz speech
+AUDIO_RATE_DEFAULTS = ((12000, "wavenet-speech8k"), (None, AUDIO_DEFAULT))
 #: ``--model best``: the encoder tries every shipped image model for a plane group's channel count
 BEST = "best"
+
+
+def audio_default(rate: int) -> str:
+    """The shipped audio model that codes a recording of ``rate`` Hz by default."""
+    return next(name for limit, name in AUDIO_RATE_DEFAULTS if limit is None or rate <= limit)
 
 
 def model_class(cfg):

@@ -288,7 +288,7 @@ def update(results: dict, quick: bool, command: str, log=print) -> dict:
 def run(quick: bool, command: str, log=print) -> dict:
     from .images import machine
 
-    model = zoo.resolve(zoo.AUDIO_DEFAULT)
+    model = zoo.resolve(zoo.AUDIO_DEFAULT)  # the chunk and cached-vs-naive measurements
     sets = eval_sets(quick)
     import datetime
 
@@ -297,16 +297,19 @@ def run(quick: bool, command: str, log=print) -> dict:
                                                "wavpack": _tool_version("wavpack", "--version"), "ffmpeg": _tool_version("ffmpeg", "-version")},
                "date": datetime.date.today().isoformat(), "model": model.name,
                "model_sha256": model.digest.hex(), "trained_on": model.metadata.get("trained_on", ""),
+               "models": {},  # name -> SHA-256 of every model that coded a file (zoo.audio_default)
                "excerpt_seconds": QUICK_SECONDS if quick else EXCERPT_SECONDS, "chunk": audio_codec.DEFAULT_CHUNK,
                "group": audio_codec.DEFAULT_GROUP, "files": []}
     with tempfile.TemporaryDirectory() as tmp:
         for group, files in sets.items():
             for k, path in enumerate(files):
                 native, info = excerpt(path, QUICK_SECONDS if quick else EXCERPT_SECONDS)
-                row, _ = code(model, native, info, audio_codec.DEFAULT_CHUNK, decode=True)
+                coder = zoo.resolve(zoo.audio_default(info.rate))  # what `arcompress encode` uses
+                results["models"][coder.name] = coder.digest.hex()
+                row, _ = code(coder, native, info, audio_codec.DEFAULT_CHUNK, decode=True)
                 row.update({"group": group, "file": path.name, "rate": info.rate, "channels": info.channels,
-                            "bits": info.bits, "frames": info.frames, "samples": native.size,
-                            "float_nll_bits": float_nll(model, native, info, audio_codec.DEFAULT_CHUNK),
+                            "bits": info.bits, "frames": info.frames, "samples": native.size, "model": coder.name,
+                            "float_nll_bits": float_nll(coder, native, info, audio_codec.DEFAULT_CHUNK),
                             **{k: fn(native, info) for k, fn in CLASSICAL.items()}})
                 if k % (1 if quick else 5) == 0:  # every 5th file also through the CLI, new processes
                     row["cli_exact"] = cli_round_trip(path, native, info, Path(tmp))
@@ -326,9 +329,9 @@ def run(quick: bool, command: str, log=print) -> dict:
 
 def summarize(results: dict) -> str:
     rows = results["files"]
-    out = ["| group | files | samples | arcompress bits/sample | exact NLL | float NLL | written vs NLL "
+    out = ["| group | files | samples | model | arcompress bits/sample | exact NLL | float NLL | written vs NLL "
            "| FLAC -8 | WavPack -hh | TTA | ALAC | vs FLAC | vs best classical | decode samples/s | exact |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for group in dict.fromkeys(r["group"] for r in rows):
         g = [r for r in rows if r["group"] == group]
         n = sum(r["samples"] for r in g)
@@ -339,7 +342,8 @@ def summarize(results: dict) -> str:
         best = min(v for v in cl.values() if v == v)
         dec = n / sum(r["decode_s"] for r in g)
         exact = all(r["exact"] for r in g) and all(r.get("cli_exact", True) for r in g)
-        out.append(f"| {group} | {len(g)} | {n} | {arc:.3f} | {nll:.3f} | {fl:.3f} | "
+        used = ", ".join(dict.fromkeys(r.get("model", results["model"]) for r in g))
+        out.append(f"| {group} | {len(g)} | {n} | `{used}` | {arc:.3f} | {nll:.3f} | {fl:.3f} | "
                    f"{100 * (arc / nll - 1):+.2f} % | " + " | ".join(f"{cl[k]:.3f}" for k in CLASSICAL) +
                    f" | {100 * (arc / cl['FLAC-8'] - 1):+.1f} % | {100 * (arc / best - 1):+.1f} % | "
                    f"{dec:.0f} | {'yes' if exact else 'NO'} |")
@@ -365,7 +369,9 @@ def summarize(results: dict) -> str:
     m = results["machine"]
     out.append("")
     out.append(f"Measured by `{results['command']}` on {m.get('cpu', '?')} ({m.get('cores', '?')} cores), "
-               f"{results.get('date', '')}; model {results['model']} ({results['model_sha256'][:12]}).")
+               f"{results.get('date', '')}; " + ", ".join(f"{k} ({v[:12]})" for k, v in
+                                                         results.get("models", {results["model"]: results["model_sha256"]}).items())
+               + f"; chunk sizes and cached vs naive with {results['model']}.")
     for u in results.get("updates", []):
         out.append(f"Codecs {', '.join(u['added'])} added to the same excerpts by `{u['command']}`, {u['date']} "
                    f"({m.get('ffmpeg') or 'ffmpeg'}).")

@@ -379,11 +379,12 @@ def test_shipped_audio_model_is_found_by_its_digest():
     data = arcompress.compress_audio(x, 8000)
     r = container.audio_reader(data)
     h = container.read_audio_header(r)
-    assert h.model_name == "" and zoo.resolve(zoo.AUDIO_DEFAULT).matches(h.model_digest)
+    assert h.model_name == "" and zoo.resolve(zoo.audio_default(8000)).matches(h.model_digest)
     assert r.pos == 7 + 1 + 1 + 2 + 2 + 1 + 4 + 1 + 8 + 4 == 31
     back, rate = arcompress.decompress_audio(data)
     assert rate == 8000 and np.array_equal(back[:, 0], x[:, 0])
-    assert arcompress.info(data)["models"][0]["name"] == zoo.AUDIO_DEFAULT
+    assert arcompress.info(data)["models"][0]["name"] == zoo.audio_default(8000) == "wavenet-speech8k"
+    assert zoo.audio_default(44100) == zoo.AUDIO_DEFAULT
 
 
 def test_reweighted_predictor_fits_the_quiet_part_too():
