@@ -53,7 +53,7 @@ Audio files (kind 2) share the first 7 bytes; then, from version 6 (see :func:`p
                so that a long recording is written and read one segment at a time; from
                version 5 a segment's range-coded stream is trimmed (coder.py)
 
-An 8 kHz mono WAV header is then 32 bytes.  Versions 1-5 wrote, after the kind byte: channels
+The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote, after the kind byte: channels
 (1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
 (always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
 Version 6 writes image files exactly as version 5 did (IMAGE_LAYOUT_VERSION).
@@ -415,7 +415,7 @@ def pack_audio_header(h: AudioHeader) -> bytes:
 
 def _pack_audio_header_v1_to_v5(h: AudioHeader) -> bytes:
     """Versions 1-5 (tests write them to check that they are still read)."""
-    meta = zlib.compress(json.dumps(h.meta, separators=(",", ":"), sort_keys=True).encode(), 9)
+    meta = _pack_meta(h.meta)  # never empty: it always holds the container and subtype
     name = h.model_name.encode()
     if len(name) > 255 or len(h.model_digest) != 32:
         raise ValueError("model name too long or digest not SHA-256")
