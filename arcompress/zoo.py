@@ -30,8 +30,8 @@ AUDIO_ARCH = wavenet.ARCH
 #: architecture -> its module (Config, Model, ExactOps, layer_specs, convert, forward, CachedDecoder)
 ARCHES = {m.ARCH: m for m in (pixelcnn, multires, pixelsnail, wavenet)}
 #: shipped models: name -> file inside arcompress/models
-SHIPPED = {"pixelcnn-rgb4": "pixelcnn-rgb4.safetensors", "pixelcnn-rgb3": "pixelcnn-rgb3.safetensors", "pixelcnn-rgb2": "pixelcnn-rgb2.safetensors",
-           "pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray2": "pixelcnn-gray2.safetensors",
+SHIPPED = {"pixelcnn-rgb4": "pixelcnn-rgb4.safetensors", "pixelcnn-rgb3": "pixelcnn-rgb3.safetensors",
+           "pixelcnn-rgb2": "pixelcnn-rgb2.safetensors", "pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray2": "pixelcnn-gray2.safetensors",
            "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
            "pixelcnn-multires": "pixelcnn-multires.safetensors",
