@@ -90,10 +90,11 @@ def _audio_model(model: str | None, rate: int) -> zoo.ExactModel:
 
 
 def compress_audio(samples: np.ndarray, rate: int, bits: int | None = None, model: str | None = None,
-                   chunk: int = audio_codec.DEFAULT_CHUNK, device: str = "auto") -> bytes:
+                   chunk: int | None = None, device: str = "auto") -> bytes:
     """Losslessly compress integer PCM audio: ``samples`` (frames,) or (frames, channels).
 
     ``bits``: 8, 16 or 24 (default: 8 for int8, 16 for int16; int32 arrays need ``bits=24``).
+    ``chunk``: frames per independently coded chunk (default: ``audio_codec.default_chunk(rate)``).
     Decompressing gives a WAV-flavoured stream (format recorded as WAV).
     """
     a = np.asarray(samples)

@@ -38,6 +38,10 @@ from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
 DEFAULT_CHUNK = container.AUDIO_DEFAULT_CHUNK
 DEFAULT_GROUP = container.AUDIO_DEFAULT_GROUP
+#: frames per chunk by sample rate: the first band whose upper limit (Hz) the rate does not exceed.
+#: Telephone-band speech changes faster per sample than music does, so its linear predictor pays
+#: for being refitted more often (chosen on held-out 8 kHz speech; see README, "Audio")
+RATE_CHUNKS = ((12000, 2048), (None, DEFAULT_CHUNK))
 #: rows (time steps x channels x chunks) of head tables built at once
 HEAD_ROWS = 512
 
@@ -240,17 +244,24 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
 
 # ----------------------------------------------------------------------------- whole streams
 
-def encode_stream(model: zoo.ExactModel, info: AudioInfo, blocks, chunk: int = DEFAULT_CHUNK,
+def default_chunk(rate: int) -> int:
+    """Frames per independently coded chunk for a recording of ``rate`` Hz (see RATE_CHUNKS)."""
+    return next(chunk for limit, chunk in RATE_CHUNKS if limit is None or rate <= limit)
+
+
+def encode_stream(model: zoo.ExactModel, info: AudioInfo, blocks, chunk: int | None = None,
                   group: int = DEFAULT_GROUP, device: str = "cpu", progress: bool | None = None):
     """Encode a recording given ``blocks()``, a function returning a fresh iterator of native
     (n, C) blocks (it is called twice: a first pass for the CRC and the wasted bits).
 
-    Yields the .arc bytes piece by piece (header, then each segment); the last value yielded is
-    the :class:`AudioEncodeStats`.
+    ``chunk``: frames per chunk (None: :func:`default_chunk` of the rate). Yields the .arc bytes
+    piece by piece (header, then each segment); the last value yielded is the
+    :class:`AudioEncodeStats`.
     """
     if not model.is_audio:
         raise zoo.ModelError(f"model {model.name} is an image model; audio needs a WaveNet model")
     dev = _device(device)
+    chunk = chunk or default_chunk(info.rate)
     crc, frames, bits_or, any_low = scan(blocks())
     if frames != info.frames:
         raise ValueError(f"the file holds {frames} frames, its header says {info.frames}")

@@ -35,7 +35,8 @@ SHIPPED = {"pixelcnn-rgb4": "pixelcnn-rgb4.safetensors", "pixelcnn-rgb3": "pixel
            "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
            "pixelcnn-multires": "pixelcnn-multires.safetensors",
-           "wavenet-speech8k": "wavenet-speech8k.safetensors", "wavenet-audio2": "wavenet-audio2.safetensors",
+           "wavenet-speech8k2": "wavenet-speech8k2.safetensors", "wavenet-speech8k": "wavenet-speech8k.safetensors",
+           "wavenet-audio2": "wavenet-audio2.safetensors",
            "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
 DEFAULTS = {3: "pixelcnn-rgb4", 1: "pixelcnn-gray2"}
@@ -43,7 +44,7 @@ DEFAULTS = {3: "pixelcnn-rgb4", 1: "pixelcnn-gray2"}
 AUDIO_DEFAULT = "wavenet-audio2"
 #: the default audio model by sample rate: the first band whose upper limit (Hz) the rate does not
 #: exceed; telephone-band recordings get a model fine-tuned on 8 kHz speech
-AUDIO_RATE_DEFAULTS = ((12000, "wavenet-speech8k"), (None, AUDIO_DEFAULT))
+AUDIO_RATE_DEFAULTS = ((12000, "wavenet-speech8k2"), (None, AUDIO_DEFAULT))
 #: ``--model best``: the encoder tries every shipped image model for a plane group's channel count
 BEST = "best"
 

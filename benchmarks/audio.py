@@ -298,7 +298,7 @@ def run(quick: bool, command: str, log=print) -> dict:
                "date": datetime.date.today().isoformat(), "model": model.name,
                "model_sha256": model.digest.hex(), "trained_on": model.metadata.get("trained_on", ""),
                "models": {},  # name -> SHA-256 of every model that coded a file (zoo.audio_default)
-               "excerpt_seconds": QUICK_SECONDS if quick else EXCERPT_SECONDS, "chunk": audio_codec.DEFAULT_CHUNK,
+               "excerpt_seconds": QUICK_SECONDS if quick else EXCERPT_SECONDS, "chunk": [list(b) for b in audio_codec.RATE_CHUNKS],
                "group": audio_codec.DEFAULT_GROUP, "files": []}
     with tempfile.TemporaryDirectory() as tmp:
         for group, files in sets.items():
@@ -306,10 +306,11 @@ def run(quick: bool, command: str, log=print) -> dict:
                 native, info = excerpt(path, QUICK_SECONDS if quick else EXCERPT_SECONDS)
                 coder = zoo.resolve(zoo.audio_default(info.rate))  # what `arcompress encode` uses
                 results["models"][coder.name] = coder.digest.hex()
-                row, _ = code(coder, native, info, audio_codec.DEFAULT_CHUNK, decode=True)
+                chunk = audio_codec.default_chunk(info.rate)  # also what `arcompress encode` uses
+                row, _ = code(coder, native, info, chunk, decode=True)
                 row.update({"group": group, "file": path.name, "rate": info.rate, "channels": info.channels,
                             "bits": info.bits, "frames": info.frames, "samples": native.size, "model": coder.name,
-                            "float_nll_bits": float_nll(coder, native, info, audio_codec.DEFAULT_CHUNK),
+                            "chunk": chunk, "float_nll_bits": float_nll(coder, native, info, chunk),
                             **{k: fn(native, info) for k, fn in CLASSICAL.items()}})
                 if k % (1 if quick else 5) == 0:  # every 5th file also through the CLI, new processes
                     row["cli_exact"] = cli_round_trip(path, native, info, Path(tmp))
@@ -322,6 +323,14 @@ def run(quick: bool, command: str, log=print) -> dict:
     results["chunk_files"] = [f.name for f in music]
     results["chunk_seconds"] = 0.5 if quick else 2.0
     log(f"chunks: {results['chunks']}")
+    speech = sets["8 kHz speech"][: (1 if quick else 2)]
+    speech_model = zoo.resolve(zoo.audio_default(8000))
+    results["speech_chunks"] = chunk_tradeoff(speech_model, speech, (1024, 2048) if quick else (1024, 2048, 4096),
+                                              seconds=0.5 if quick else 5.0)
+    results["speech_chunk_files"] = [f.name for f in speech]
+    results["speech_chunk_seconds"] = 0.5 if quick else 5.0
+    results["speech_chunk_model"] = speech_model.name
+    log(f"speech chunks: {results['speech_chunks']}")
     results["cached_vs_naive"] = cached_vs_naive(model, 64 if quick else 256)
     log(f"cached vs naive: {results['cached_vs_naive']}")
     return results
@@ -354,13 +363,22 @@ def summarize(results: dict) -> str:
         out.append(f"Clips of {EXCERPT_SECONDS:.0f} s: bits written vs exact NLL (header included) "
                    f"{min(gaps):+.2f} % to {max(gaps):+.2f} % over {len(long)} clips.")
     out.append("")
-    out.append(f"Chunk size (first {results.get('chunk_seconds', 2.0):g} s of "
+    out.append(f"Chunk size on music (first {results.get('chunk_seconds', 2.0):g} s of "
                f"{', '.join(results.get('chunk_files', []))}):")
     out.append("")
     out.append("| chunk (frames) | bits/sample | decode samples/s (1 process) |")
     out.append("|---:|---:|---:|")
     for c in results["chunks"]:
         out.append(f"| {c['chunk']} | {c['bits_per_sample']:.3f} | {c['decode_samples_per_s']:.0f} |")
+    if results.get("speech_chunks"):
+        out.append("")
+        out.append(f"Chunk size on 8 kHz speech (first {results['speech_chunk_seconds']:g} s of "
+                   f"{', '.join(results['speech_chunk_files'])}, `{results['speech_chunk_model']}`):")
+        out.append("")
+        out.append("| chunk (frames) | bits/sample | decode samples/s (1 process) |")
+        out.append("|---:|---:|---:|")
+        for c in results["speech_chunks"]:
+            out.append(f"| {c['chunk']} | {c['bits_per_sample']:.3f} | {c['decode_samples_per_s']:.0f} |")
     cv = results["cached_vs_naive"]
     out.append("")
     out.append(f"Cached vs naive decoding ({cv['frames']} steps of one stream, one thread): "
@@ -371,7 +389,7 @@ def summarize(results: dict) -> str:
     out.append(f"Measured by `{results['command']}` on {m.get('cpu', '?')} ({m.get('cores', '?')} cores), "
                f"{results.get('date', '')}; " + ", ".join(f"{k} ({v[:12]})" for k, v in
                                                          results.get("models", {results["model"]: results["model_sha256"]}).items())
-               + f"; chunk sizes and cached vs naive with {results['model']}.")
+               + f"; music chunk sizes and cached vs naive with {results['model']}.")
     for u in results.get("updates", []):
         out.append(f"Codecs {', '.join(u['added'])} added to the same excerpts by `{u['command']}`, {u['date']} "
                    f"({m.get('ffmpeg') or 'ffmpeg'}).")

@@ -370,8 +370,9 @@ def test_api_arrays(audio_models):
 
 
 def test_shipped_audio_model_is_found_by_its_digest():
-    """With the default (shipped) model a compact header names no model: 31 bytes for a short 8 kHz
-    mono file, and decoding finds the model among the shipped ones by its digest."""
+    """With the default (shipped) model a compact header names no model: 34 bytes for a short 8 kHz
+    mono file (31 with the default plan, + 3 for the shorter speech chunk it records), and decoding
+    finds the model among the shipped ones by its digest."""
     import arcompress
     from arcompress import zoo
 
@@ -380,11 +381,13 @@ def test_shipped_audio_model_is_found_by_its_digest():
     r = container.audio_reader(data)
     h = container.read_audio_header(r)
     assert h.model_name == "" and zoo.resolve(zoo.audio_default(8000)).matches(h.model_digest)
-    assert r.pos == 7 + 1 + 1 + 2 + 2 + 1 + 4 + 1 + 8 + 4 == 31
+    assert (h.chunk, h.group) == (audio_codec.default_chunk(8000), audio_codec.DEFAULT_GROUP) != (4096, 32)
+    assert r.pos == 7 + 1 + 1 + 2 + 2 + 1 + 3 + 4 + 1 + 8 + 4 == 34
     back, rate = arcompress.decompress_audio(data)
     assert rate == 8000 and np.array_equal(back[:, 0], x[:, 0])
-    assert arcompress.info(data)["models"][0]["name"] == zoo.audio_default(8000) == "wavenet-speech8k"
+    assert arcompress.info(data)["models"][0]["name"] == zoo.audio_default(8000) == "wavenet-speech8k2"
     assert zoo.audio_default(44100) == zoo.AUDIO_DEFAULT
+    assert audio_codec.default_chunk(44100) == audio_codec.DEFAULT_CHUNK  # music keeps the compact plan
 
 
 def test_reweighted_predictor_fits_the_quiet_part_too():
