@@ -38,10 +38,9 @@ from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
 DEFAULT_CHUNK = container.AUDIO_DEFAULT_CHUNK
 DEFAULT_GROUP = container.AUDIO_DEFAULT_GROUP
-#: frames per chunk by sample rate: the first band whose upper limit (Hz) the rate does not exceed.
-#: Telephone-band speech changes faster per sample than music does, so its linear predictor pays
-#: for being refitted more often (chosen on held-out 8 kHz speech; see README, "Audio")
-RATE_CHUNKS = ((12000, 2048), (None, DEFAULT_CHUNK))
+#: frames per chunk by sample rate, as bands for zoo.rate_band: on held-out 8 kHz speech chunks of
+#: 2048 wrote fewer bits than 1024 or 4096; 4096 stays for faster rates (see README, "Audio")
+RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 2048), (None, DEFAULT_CHUNK))
 #: rows (time steps x channels x chunks) of head tables built at once
 HEAD_ROWS = 512
 
@@ -246,7 +245,7 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
 
 def default_chunk(rate: int) -> int:
     """Frames per independently coded chunk for a recording of ``rate`` Hz (see RATE_CHUNKS)."""
-    return next(chunk for limit, chunk in RATE_CHUNKS if limit is None or rate <= limit)
+    return zoo.rate_band(RATE_CHUNKS, rate)
 
 
 def encode_stream(model: zoo.ExactModel, info: AudioInfo, blocks, chunk: int | None = None,
@@ -261,7 +260,8 @@ def encode_stream(model: zoo.ExactModel, info: AudioInfo, blocks, chunk: int | N
     if not model.is_audio:
         raise zoo.ModelError(f"model {model.name} is an image model; audio needs a WaveNet model")
     dev = _device(device)
-    chunk = chunk or default_chunk(info.rate)
+    if chunk is None:
+        chunk = default_chunk(info.rate)
     crc, frames, bits_or, any_low = scan(blocks())
     if frames != info.frames:
         raise ValueError(f"the file holds {frames} frames, its header says {info.frames}")

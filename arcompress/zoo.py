@@ -43,16 +43,24 @@ SHIPPED = {"pixelcnn-rgb5": "pixelcnn-rgb5.safetensors", "pixelcnn-rgb4": "pixel
 DEFAULTS = {3: "pixelcnn-rgb5", 1: "pixelcnn-gray2"}
 #: the default audio model (any sample rate)
 AUDIO_DEFAULT = "wavenet-audio2"
-#: the default audio model by sample rate: the first band whose upper limit (Hz) the rate does not
-#: exceed; telephone-band recordings get a model fine-tuned on 8 kHz speech
-AUDIO_RATE_DEFAULTS = ((12000, "wavenet-speech8k2"), (None, AUDIO_DEFAULT))
+#: the highest sample rate (Hz) coded as telephone-band speech (its own model and chunk length)
+SPEECH_MAX_RATE = 12000
+#: the default audio model by sample rate, as bands for :func:`rate_band`; telephone-band
+#: recordings get a model fine-tuned on 8 kHz speech
+AUDIO_RATE_DEFAULTS = ((SPEECH_MAX_RATE, "wavenet-speech8k2"), (None, AUDIO_DEFAULT))
 #: ``--model best``: the encoder tries every shipped image model for a plane group's channel count
 BEST = "best"
 
 
+def rate_band(bands, rate: int):
+    """The value of the first (upper limit in Hz or None, value) band whose limit ``rate`` does
+    not exceed."""
+    return next(value for limit, value in bands if limit is None or rate <= limit)
+
+
 def audio_default(rate: int) -> str:
     """The shipped audio model that codes a recording of ``rate`` Hz by default."""
-    return next(name for limit, name in AUDIO_RATE_DEFAULTS if limit is None or rate <= limit)
+    return rate_band(AUDIO_RATE_DEFAULTS, rate)
 
 
 def model_class(cfg):

@@ -336,6 +336,12 @@ def run(quick: bool, command: str, log=print) -> dict:
     return results
 
 
+def _chunk_table(title: str, rows: list[dict]) -> list[str]:
+    """Markdown lines: a title and the rows of :func:`chunk_tradeoff`."""
+    return [title, "", "| chunk (frames) | bits/sample | decode samples/s (1 process) |", "|---:|---:|---:|",
+            *(f"| {c['chunk']} | {c['bits_per_sample']:.3f} | {c['decode_samples_per_s']:.0f} |" for c in rows)]
+
+
 def summarize(results: dict) -> str:
     rows = results["files"]
     out = ["| group | files | samples | model | arcompress bits/sample | exact NLL | float NLL | written vs NLL "
@@ -363,22 +369,13 @@ def summarize(results: dict) -> str:
         out.append(f"Clips of {EXCERPT_SECONDS:.0f} s: bits written vs exact NLL (header included) "
                    f"{min(gaps):+.2f} % to {max(gaps):+.2f} % over {len(long)} clips.")
     out.append("")
-    out.append(f"Chunk size on music (first {results.get('chunk_seconds', 2.0):g} s of "
-               f"{', '.join(results.get('chunk_files', []))}):")
-    out.append("")
-    out.append("| chunk (frames) | bits/sample | decode samples/s (1 process) |")
-    out.append("|---:|---:|---:|")
-    for c in results["chunks"]:
-        out.append(f"| {c['chunk']} | {c['bits_per_sample']:.3f} | {c['decode_samples_per_s']:.0f} |")
+    out += _chunk_table(f"Chunk size on music (first {results.get('chunk_seconds', 2.0):g} s of "
+                        f"{', '.join(results.get('chunk_files', []))}):", results["chunks"])
     if results.get("speech_chunks"):
         out.append("")
-        out.append(f"Chunk size on 8 kHz speech (first {results['speech_chunk_seconds']:g} s of "
-                   f"{', '.join(results['speech_chunk_files'])}, `{results['speech_chunk_model']}`):")
-        out.append("")
-        out.append("| chunk (frames) | bits/sample | decode samples/s (1 process) |")
-        out.append("|---:|---:|---:|")
-        for c in results["speech_chunks"]:
-            out.append(f"| {c['chunk']} | {c['bits_per_sample']:.3f} | {c['decode_samples_per_s']:.0f} |")
+        out += _chunk_table(f"Chunk size on 8 kHz speech (first {results['speech_chunk_seconds']:g} s of "
+                            f"{', '.join(results['speech_chunk_files'])}, `{results['speech_chunk_model']}`):",
+                            results["speech_chunks"])
     cv = results["cached_vs_naive"]
     out.append("")
     out.append(f"Cached vs naive decoding ({cv['frames']} steps of one stream, one thread): "
