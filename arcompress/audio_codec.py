@@ -6,9 +6,11 @@ lock-step, all channels together, and segments in parallel processes.  Segments 
 written one at a time, so memory does not grow with the length of the recording.
 
 A segment is the linear predictor of each of its streams (chunk-major, channel-minor; chosen by
-the encoder): one byte per stream, its taps' fractional bits, then ``lpc`` int16
-little-endian taps per stream, then (models with ``lpc_cross`` > 0) ``lpc_cross`` int16 taps on
-the reference channel per stream that has one; then the range-coded symbols.
+the encoder), then the range-coded symbols.  From format version 7 the predictors are
+Rice-coded at a precision the encoder chooses per stream (tapcode.py); versions 1-6 wrote one
+byte per stream, its taps' fractional bits, then ``lpc`` int16 little-endian taps per stream,
+then (models with ``lpc_cross`` > 0) ``lpc_cross`` int16 taps on the reference channel per
+stream that has one.
 Symbol order (the decoder's): for each time step t, for each channel c, the high bytes of all
 chunks that have a sample at t, then their low bytes (when the samples have fewer than 8 wasted
 low bits), then, for 24-bit audio, the 8 bits below the model's 16.
@@ -34,13 +36,15 @@ from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
 from .head import PRECISION, exact_bits
+from .tapcode import pack_taps, unpack_taps
 from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
 DEFAULT_CHUNK = container.AUDIO_DEFAULT_CHUNK
 DEFAULT_GROUP = container.AUDIO_DEFAULT_GROUP
-#: frames per chunk by sample rate, as bands for zoo.rate_band: on held-out 8 kHz speech chunks of
-#: 2048 wrote fewer bits than 1024 or 4096; 4096 stays for faster rates (see README, "Audio")
-RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 2048), (None, DEFAULT_CHUNK))
+#: frames per chunk by sample rate, as bands for zoo.rate_band: on held-out 8 kHz speech, with
+#: Rice-coded predictors, chunks of 1024 cost fewer bits than 512, 2048 or 4096; 4096 stays for
+#: faster rates (see README, "Audio")
+RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 1024), (None, DEFAULT_CHUNK))
 #: rows (time steps x channels x chunks) of head tables built at once
 HEAD_ROWS = 512
 
@@ -98,23 +102,39 @@ class _Layout:
         return ref
 
 
-def segment_predictors(model: zoo.ExactModel, lay: "_Layout", m: torch.Tensor) -> Predictor:
-    """The encoder's predictors for the streams ``m`` (S, N) of one segment."""
+def coded_taps(version: int) -> bool:
+    """Whether files of format ``version`` Rice-code their predictors (tapcode.py)."""
+    return version >= container.CODED_TAPS_VERSION
+
+
+def segment_predictors(model: zoo.ExactModel, lay: "_Layout", m: torch.Tensor,
+                       version: int | None = None) -> Predictor:
+    """The encoder's predictors for the streams ``m`` (S, N) of one segment, for files of format
+    ``version`` (default: the one written now)."""
     cfg = model.config
-    return chunk_lpc(m, lay.lengths(), cfg.lpc, lay.refs(m), lay.has_ref, cfg.lpc_cross)
+    coded = coded_taps(container.FORMAT_VERSION if version is None else version)
+    return chunk_lpc(m, lay.lengths(), cfg.lpc, lay.refs(m), lay.has_ref, cfg.lpc_cross, coded=coded)
 
 
-def pack_predictors(pred: Predictor, has_ref: torch.Tensor) -> bytes:
-    """Shifts (one byte per stream), own taps (S x P int16), then the cross taps of the streams
-    that have a reference channel."""
+def pack_predictors(pred: Predictor, has_ref: torch.Tensor, version: int | None = None) -> bytes:
+    """The predictors as a segment of format ``version`` (default: the one written now) stores
+    them: Rice-coded (tapcode.py), or (versions 1-6) shifts (one byte per stream), own taps
+    (S x P int16), then the cross taps of the streams that have a reference channel."""
+    if coded_taps(container.FORMAT_VERSION if version is None else version):
+        return pack_taps(pred.taps, pred.cross, pred.shift, has_ref)
     parts = [pred.shift.numpy().astype(np.uint8), pred.taps.numpy().astype("<i2")]
     if pred.cross.shape[1]:
         parts.append(pred.cross[has_ref].numpy().astype("<i2"))
     return b"".join(p.tobytes() for p in parts)
 
 
-def unpack_predictors(payload: bytes, has_ref: torch.Tensor, order: int, cross: int) -> tuple[Predictor, int]:
-    """The predictors at the start of a segment payload and their length in bytes."""
+def unpack_predictors(payload: bytes, has_ref: torch.Tensor, order: int, cross: int,
+                      version: int = container.FORMAT_VERSION) -> tuple[Predictor, int]:
+    """The predictors at the start of a segment payload of format ``version`` and their length
+    in bytes."""
+    if coded_taps(version):
+        taps, xt, shift, size = unpack_taps(payload, has_ref, order, cross)
+        return Predictor(taps, xt, shift), size
     S, R = len(has_ref), int(has_ref.sum())
     size = S + 2 * S * order + 2 * R * cross
     if len(payload) < size:
@@ -180,25 +200,25 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
 
 
 def decode_segment(model: zoo.ExactModel, payload: bytes, frames: int, info: AudioInfo, wasted: int,
-                   low_bits: int, chunk: int, trimmed: bool = True) -> np.ndarray:
-    """Decode one segment of ``frames`` frames -> native samples (frames, C) int32; ``trimmed``:
-    the stream is trimmed (format version 5 on, coder.py)."""
+                   low_bits: int, chunk: int, version: int = container.FORMAT_VERSION) -> np.ndarray:
+    """Decode one segment of ``frames`` frames of a file of format ``version`` -> native samples
+    (frames, C) int32."""
     with _single_thread():
-        return _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, trimmed)
+        return _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, version)
 
 
-def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, trimmed) -> np.ndarray:
+def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, version) -> np.ndarray:
     ops = model.ops
     lay = _Layout(frames, info.channels, chunk)
     B, C, N = lay.B, lay.C, lay.N
     P, Q = model.config.lpc, model.config.lpc_cross
-    pred, size = unpack_predictors(payload, lay.has_ref, P, Q)
+    pred, size = unpack_predictors(payload, lay.has_ref, P, Q, version)
     # oldest-first windows (below) take the taps in reverse order: the same exact sums
     own = pred.taps.flip(-1).to(torch.float64).view(B, C, P)
     crs = pred.cross.flip(-1).to(torch.float64).view(B, C, Q)
     coef = torch.cat([own, crs], -1)
     shifts = pred.shift.view(B, C)
-    dec = Decoder(payload[size:], trimmed=trimmed)
+    dec = Decoder(payload[size:], trimmed=version >= container.COMPACT_VERSION)
     cache = CachedDecoder(ops, B * C)
     head = ExactAudioHead(ops.tables, model.config.mixtures)
     mulaw = ops.tables["mulaw"]
@@ -332,8 +352,7 @@ def decode_stream(reader, model_for, workers: int | None = None, progress: bool 
     def jobs():
         for k in range(n_seg):
             n = min(seg_frames, h.frames - k * seg_frames)
-            yield (model, container.read_segment(reader), n, info, h.wasted, h.low_bits, h.chunk,
-                   h.version >= container.COMPACT_VERSION)
+            yield model, container.read_segment(reader), n, info, h.wasted, h.low_bits, h.chunk, h.version
 
     if workers is None:
         workers = min(n_seg, os.cpu_count() or 1) if h.frames * h.channels >= 1 << 16 else 1

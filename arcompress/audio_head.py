@@ -157,7 +157,7 @@ LPC_REWEIGHT_PASSES, LPC_POWER_WINDOW = 3, 33
 
 def chunk_lpc(samples: torch.Tensor, lengths: torch.Tensor, order: int, ref: torch.Tensor | None = None,
               has_ref: torch.Tensor | None = None, cross: int = 0,
-              passes: int = LPC_REWEIGHT_PASSES) -> Predictor:
+              passes: int = LPC_REWEIGHT_PASSES, coded: bool = True) -> Predictor:
     """Per-stream linear predictor, quantized, for (N, T) samples: the encoder's choice (float
     arithmetic is fine here: the taps are stored in the file).
 
@@ -171,6 +171,10 @@ def chunk_lpc(samples: torch.Tensor, lengths: torch.Tensor, order: int, ref: tor
     ridge keeps silence and very short streams well-posed.  With ``cross`` > 0, streams whose
     ``has_ref`` (N,) is true also get ``cross`` taps on ``ref`` (N, T), their reference
     channel's present and past.
+
+    ``coded``: choose each stream's tap precision for Rice-coded taps (format version 7 on,
+    :func:`_coded_shift`); otherwise the finest precision that fits int16 (versions 1-6, which
+    store every tap in 16 bits).
     """
     n, t = samples.shape
     x = samples.to(torch.float64)
@@ -202,8 +206,45 @@ def chunk_lpc(samples: torch.Tensor, lengths: torch.Tensor, order: int, ref: tor
     shift = torch.floor(torch.log2(32767 / big)).clamp(0, LPC_MAX_BITS)
     shift = shift - (torch.round(big * torch.exp2(shift)) > 32767).to(torch.float64)
     shift = shift.clamp_min(0)
-    taps = torch.round(a * torch.exp2(shift).unsqueeze(-1)).clamp(-32767, 32767).to(torch.int64)
+    if coded:
+        shift = _coded_shift(a, shift, win, weight, order, has_ref, cross)
+    taps = _quantize(a, shift)
     return Predictor(taps[:, :order], taps[:, order:], shift.to(torch.int64))
+
+
+#: coarser tap precisions (fractional bits below the finest that fits int16) the encoder weighs
+#: for coded taps, and the factor on its estimate of the bits a coarser predictor costs the
+#: coder (chosen on held-out training speech: README, "Audio")
+TAP_DROPS, TAP_COST_GAIN = 12, 1.0
+
+
+def _quantize(a: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Float taps (N, K) at ``shift`` (N,) fractional bits -> int64 taps within int16."""
+    return torch.round(a * torch.exp2(shift).unsqueeze(-1)).clamp(-32767, 32767).to(torch.int64)
+
+
+def _coded_shift(a, finest, win, weight, order, has_ref, cross) -> torch.Tensor:
+    """Per stream, the tap precision (shift, at most ``finest``) that minimizes the Rice-coded
+    taps' bits (tapcode) plus an estimate of the extra bits their coarser prediction costs: a
+    prediction off by ``d`` samples where the local error power is ``p`` costs about
+    ``d**2 / (2 p ln 2)`` bits (a Gaussian error), and ``weight`` is ``1 / (1 + p)``."""
+    from .tapcode import SHIFT_BITS, rice_bits
+
+    best_cost = torch.full_like(finest, math.inf)
+    best = finest.clone()
+    gain = TAP_COST_GAIN / (2 * math.log(2))
+    refs = has_ref.bool() if (cross and has_ref is not None) else None
+    for drop in range(TAP_DROPS):
+        shift = (finest - drop).clamp_min(0)
+        q = _quantize(a, shift)
+        off = torch.bmm(win, (q * torch.exp2(-shift).unsqueeze(-1) - a).unsqueeze(-1))[..., 0]  # (N, T)
+        cost = gain * (weight * off * off).sum(1) + SHIFT_BITS + rice_bits(q[:, :order])[0]
+        if refs is not None:
+            cost = cost + torch.where(refs, rice_bits(q[:, order:])[0], 0)
+        better = cost < best_cost
+        best_cost = torch.where(better, cost, best_cost)
+        best = torch.where(better, shift, best)
+    return best
 
 
 def nll_bits(params: torch.Tensor, samples: torch.Tensor, prediction: torch.Tensor,

@@ -51,12 +51,13 @@ Audio files (kind 2) share the first 7 bytes; then, from version 6 (see :func:`p
     hcrc       4 bytes  CRC-32 of everything above
     segments   ceil(ceil(frames / chunk) / group) of them, each a varint byte length + bytes,
                so that a long recording is written and read one segment at a time; from
-               version 5 a segment's range-coded stream is trimmed (coder.py)
+               version 5 a segment's range-coded stream is trimmed (coder.py); from version 7
+               its linear predictors are Rice-coded (tapcode.py), before that 16 bits a tap
 
 The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote, after the kind byte: channels
 (1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
 (always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
-Version 6 writes image files exactly as version 5 did (IMAGE_LAYOUT_VERSION).
+Versions 6 and 7 write image files exactly as version 5 did (IMAGE_LAYOUT_VERSION).
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -72,9 +73,9 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
@@ -84,6 +85,9 @@ COMPACT_VERSION = 5
 #: from this version on, audio headers are compact (a shipped model by its digest alone, common
 #: containers as one byte, the default chunking left out)
 AUDIO_COMPACT_VERSION = 6
+#: from this version on, an audio segment's linear predictors are Rice-coded at a precision the
+#: encoder chooses per stream (tapcode.py); before, every tap took 16 bits
+CODED_TAPS_VERSION = 7
 #: the last version that changed how image files are written (later ones write the same bytes
 #: apart from the version byte)
 IMAGE_LAYOUT_VERSION = COMPACT_VERSION

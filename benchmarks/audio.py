@@ -325,7 +325,7 @@ def run(quick: bool, command: str, log=print) -> dict:
     log(f"chunks: {results['chunks']}")
     speech = sets["8 kHz speech"][: (1 if quick else 2)]
     speech_model = zoo.resolve(zoo.audio_default(8000))
-    results["speech_chunks"] = chunk_tradeoff(speech_model, speech, (1024, 2048) if quick else (1024, 2048, 4096),
+    results["speech_chunks"] = chunk_tradeoff(speech_model, speech, (512, 1024) if quick else (512, 1024, 2048),
                                               seconds=0.5 if quick else 5.0)
     results["speech_chunk_files"] = [f.name for f in speech]
     results["speech_chunk_seconds"] = 0.5 if quick else 5.0

@@ -80,20 +80,23 @@ def test_cross_taps_predict_a_channel_from_its_reference():
 
 
 def test_cross_taps_are_stored_for_reference_streams_only(audio_models):
-    """A mono file costs no cross taps; each stream with a reference channel costs 2 bytes per tap."""
+    """A mono file costs no cross taps; each stream with a reference channel stores them: 2 bytes
+    per tap in versions 1-6, Rice-coded (fewer bytes) from version 7."""
     cross, tiny = audio_models["cross"], audio_models["tiny"]
     for native, extra in [(tone(300, 1), 0), (tone(300, 3), 2 * 2 * 11)]:
         back, _, _ = roundtrip(cross, native, chunk=300, group=1)
         assert np.array_equal(back, native)
-        pred_c = audio_codec.pack_predictors(*_predictors(cross, native))
-        pred_t = audio_codec.pack_predictors(*_predictors(tiny, native))
-        assert len(pred_c) - len(pred_t) == extra
+        size = {v: [len(audio_codec.pack_predictors(*_predictors(m, native, v), version=v)) for m in (cross, tiny)]
+                for v in (6, 7)}
+        assert size[6][0] - size[6][1] == extra
+        assert (size[7][0] - size[7][1] > 0) == bool(extra) and (extra or size[7][0] == size[7][1])
+        assert sum(size[7]) < sum(size[6])
 
 
-def _predictors(model, native):
+def _predictors(model, native, version=None):
     lay = audio_codec._Layout(len(native), native.shape[1], 300)
     m = lay.streams(native.astype(np.int64))
-    return audio_codec.segment_predictors(model, lay, m), lay.has_ref
+    return audio_codec.segment_predictors(model, lay, m, version), lay.has_ref
 
 
 def test_head_tables_are_valid_and_exact(audio_models):
@@ -144,16 +147,17 @@ def test_wasted_bits_and_24_bit_low_byte(audio_models):
 
 def test_older_audio_versions_still_decode(audio_models, monkeypatch):
     """Version 4 wrote constriction's whole little-endian words; version 5 trims them; version 6
-    writes a compact header.  All three decode."""
+    writes a compact header; version 7 Rice-codes the predictors.  All four decode."""
     x = tone(600, 2, seed=3)
     old = {}
-    for version in (4, 5):
+    for version in (4, 5, 6):
         monkeypatch.setattr(container, "FORMAT_VERSION", version)
         old[version] = roundtrip(audio_models["tiny"], x)[1]
         monkeypatch.undo()
     back, new, _ = roundtrip(audio_models["tiny"], x)
-    assert (old[4][4], old[5][4], new[4]) == (4, 5, 6) and len(new) < len(old[5]) < len(old[4])
-    assert len(old[5]) - len(new) >= 24 + 20  # the digest's last 24 bytes and the metadata JSON
+    assert (old[4][4], old[5][4], old[6][4], new[4]) == (4, 5, 6, 7)
+    assert len(new) < len(old[6]) < len(old[5]) < len(old[4])
+    assert len(old[5]) - len(old[6]) >= 24 + 20  # the digest's last 24 bytes and the metadata JSON
     for data in old.values():
         gen = audio_codec.decode_stream(container.audio_reader(data), lambda n, d: audio_models["tiny"])
         next(gen)
