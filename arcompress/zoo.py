@@ -36,7 +36,7 @@ SHIPPED = {"pixelcnn-rgb5": "pixelcnn-rgb5.safetensors", "pixelcnn-rgb4": "pixel
            "pixelcnn-gray": "pixelcnn-gray.safetensors",
            "pixelcnn-fashion28": "pixelcnn-fashion28.safetensors", "pixelsnail": "pixelsnail.safetensors",
            "pixelcnn-multires": "pixelcnn-multires.safetensors",
-           "wavenet-speech8k2": "wavenet-speech8k2.safetensors", "wavenet-speech8k": "wavenet-speech8k.safetensors",
+           "wavenet-speech8k3": "wavenet-speech8k3.safetensors", "wavenet-speech8k2": "wavenet-speech8k2.safetensors", "wavenet-speech8k": "wavenet-speech8k.safetensors",
            "wavenet-audio2": "wavenet-audio2.safetensors",
            "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
@@ -47,7 +47,7 @@ AUDIO_DEFAULT = "wavenet-audio2"
 SPEECH_MAX_RATE = 12000
 #: the default audio model by sample rate, as bands for :func:`rate_band`; telephone-band
 #: recordings get a model fine-tuned on 8 kHz speech
-AUDIO_RATE_DEFAULTS = ((SPEECH_MAX_RATE, "wavenet-speech8k2"), (None, AUDIO_DEFAULT))
+AUDIO_RATE_DEFAULTS = ((SPEECH_MAX_RATE, "wavenet-speech8k3"), (None, AUDIO_DEFAULT))
 #: ``--model best``: the encoder tries every shipped image model for a plane group's channel count
 BEST = "best"
 

@@ -389,7 +389,7 @@ def test_shipped_audio_model_is_found_by_its_digest():
     assert r.pos == 7 + 1 + 1 + 2 + 2 + 1 + 3 + 4 + 1 + 8 + 4 == 34
     back, rate = arcompress.decompress_audio(data)
     assert rate == 8000 and np.array_equal(back[:, 0], x[:, 0])
-    assert arcompress.info(data)["models"][0]["name"] == zoo.audio_default(8000) == "wavenet-speech8k2"
+    assert arcompress.info(data)["models"][0]["name"] == zoo.audio_default(8000) == "wavenet-speech8k3"
     assert zoo.audio_default(44100) == zoo.AUDIO_DEFAULT
     assert audio_codec.default_chunk(44100) == audio_codec.DEFAULT_CHUNK  # music keeps the compact plan
 
