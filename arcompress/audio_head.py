@@ -9,7 +9,7 @@ sample units, is::
 with ``lpc[t] = sum_{j=1..P} a_j s[t-j]`` a linear predictor on the exact past samples (the
 network's fixed-point features are too coarse to carry a 16-bit prediction).  As in FLAC, the
 encoder fits the taps ``a`` to each chunk (least squares, :func:`chunk_lpc`) and stores them
-in the file as 16-bit integers; the network then shapes the distribution around that
+in the file as integers within int16 (Rice-coded from format 7, tapcode.py); the network then shapes the distribution around that
 prediction: where it is, how wide, how heavy-tailed.  ``e_ref[t] = r[t] - lpc_r[t]`` is the
 reference channel's prediction error at the same time step (zero for the first channel):
 stereo channels are coupled as PixelCNN++ couples R, G and B.  Models with ``lpc_cross`` > 0
