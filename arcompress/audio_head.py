@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from . import fixedpoint as fp
 from .head import freqs_from_masses, prior_weights
+from .tapcode import SHIFT_BITS, rice_bits
 
 #: a network mean of 1.0 (real units) moves the component mean by MEAN_GAIN samples
 MEAN_GAIN = 64
@@ -228,8 +229,6 @@ def _coded_shift(a, finest, win, weight, order, has_ref, cross) -> torch.Tensor:
     taps' bits (tapcode) plus an estimate of the extra bits their coarser prediction costs: a
     prediction off by ``d`` samples where the local error power is ``p`` costs about
     ``d**2 / (2 p ln 2)`` bits (a Gaussian error), and ``weight`` is ``1 / (1 + p)``."""
-    from .tapcode import SHIFT_BITS, rice_bits
-
     best_cost = torch.full_like(finest, math.inf)
     best = finest.clone()
     gain = TAP_COST_GAIN / (2 * math.log(2))
