@@ -102,9 +102,10 @@ class _Layout:
         return ref
 
 
-def coded_taps(version: int) -> bool:
-    """Whether files of format ``version`` Rice-code their predictors (tapcode.py)."""
-    return version >= container.CODED_TAPS_VERSION
+def coded_taps(version: int | None) -> bool:
+    """Whether files of format ``version`` (None: the one written now) Rice-code their
+    predictors (tapcode.py)."""
+    return (container.FORMAT_VERSION if version is None else version) >= container.CODED_TAPS_VERSION
 
 
 def segment_predictors(model: zoo.ExactModel, lay: "_Layout", m: torch.Tensor,
@@ -112,15 +113,14 @@ def segment_predictors(model: zoo.ExactModel, lay: "_Layout", m: torch.Tensor,
     """The encoder's predictors for the streams ``m`` (S, N) of one segment, for files of format
     ``version`` (default: the one written now)."""
     cfg = model.config
-    coded = coded_taps(container.FORMAT_VERSION if version is None else version)
-    return chunk_lpc(m, lay.lengths(), cfg.lpc, lay.refs(m), lay.has_ref, cfg.lpc_cross, coded=coded)
+    return chunk_lpc(m, lay.lengths(), cfg.lpc, lay.refs(m), lay.has_ref, cfg.lpc_cross, coded=coded_taps(version))
 
 
 def pack_predictors(pred: Predictor, has_ref: torch.Tensor, version: int | None = None) -> bytes:
     """The predictors as a segment of format ``version`` (default: the one written now) stores
     them: Rice-coded (tapcode.py), or (versions 1-6) shifts (one byte per stream), own taps
     (S x P int16), then the cross taps of the streams that have a reference channel."""
-    if coded_taps(container.FORMAT_VERSION if version is None else version):
+    if coded_taps(version):
         return pack_taps(pred.taps, pred.cross, pred.shift, has_ref)
     parts = [pred.shift.numpy().astype(np.uint8), pred.taps.numpy().astype("<i2")]
     if pred.cross.shape[1]:
@@ -129,7 +129,7 @@ def pack_predictors(pred: Predictor, has_ref: torch.Tensor, version: int | None 
 
 
 def unpack_predictors(payload: bytes, has_ref: torch.Tensor, order: int, cross: int,
-                      version: int = container.FORMAT_VERSION) -> tuple[Predictor, int]:
+                      version: int) -> tuple[Predictor, int]:
     """The predictors at the start of a segment payload of format ``version`` and their length
     in bytes."""
     if coded_taps(version):
@@ -200,7 +200,7 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
 
 
 def decode_segment(model: zoo.ExactModel, payload: bytes, frames: int, info: AudioInfo, wasted: int,
-                   low_bits: int, chunk: int, version: int = container.FORMAT_VERSION) -> np.ndarray:
+                   low_bits: int, chunk: int, version: int) -> np.ndarray:
     """Decode one segment of ``frames`` frames of a file of format ``version`` -> native samples
     (frames, C) int32."""
     with _single_thread():
