@@ -173,7 +173,7 @@ SHIPPED_DIGESTS = {
     "pixelcnn-multires": "4aa58313f3ddeef1", "wavenet-audio": "2ab40a9ee0ef5d42", "wavenet-audio2": "d24814d89469baa1",
     "wavenet-speech8k": "3d16c59dc6389961", "pixelcnn-gray2": "1e282dd14b86126f", "pixelcnn-rgb4": "c03e04c62d9ee2e0",
     "wavenet-speech8k2": "e77679e9adca2913", "pixelcnn-rgb5": "f385858d1f7f3a2f",
-    "wavenet-speech8k3": "4fa411943867e55d",
+    "wavenet-speech8k3": "4fa411943867e55d", "pixelcnn-gray3": "ff4d6dd408c1c46e",
 }
 
 
