@@ -136,7 +136,9 @@ def info(data: bytes) -> dict:
         "tile": h.tile, "tiles_per_segment": h.group,
         "models": [{"name": p.model_name or _shipped_name(p.model_digest), "sha256": p.model_digest.hex(),
                     "channels": p.channels, "segments": len(p.segments),
-                    "payload_bytes": sum(map(len, p.segments))}
+                    "payload_bytes": sum(map(len, p.segments)),
+                    # per channel, how many levels its level set admits (None: all 256)
+                    "level_sets": [None if m is None else bin(m).count("1") for m in p.levels] or None}
                    for p in h.planes],
         "crc32": f"{h.crc32:08x}", "metadata": sorted(h.meta),
         "file_bytes": len(data), "subpixels": n, "bits_per_subpixel": 8 * len(data) / n,

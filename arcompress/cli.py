@@ -141,6 +141,9 @@ def info(inputs, as_json):
         for m in r["models"]:
             click.echo(f"  model {m['name']} sha256 {m['sha256']} ({m['channels']} channel(s), "
                        f"{m['segments']} segment(s), {m['payload_bytes']} bytes)")
+            if m["level_sets"]:
+                counts = ", ".join("all" if n is None else str(n) for n in m["level_sets"])
+                click.echo(f"    levels used per channel (coded as level sets): {counts}")
         if r["metadata"]:
             click.echo(f"  metadata: {', '.join(r['metadata'])}")
     _run_each(inputs, None, one)

@@ -20,8 +20,8 @@ from tqdm import tqdm
 from . import container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
-from .head import (PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, exact_bits,
-                   scale_offset, tile_bits)
+from .head import (LEVELS, PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets,
+                   exact_bits, levels_used, scale_offset, tile_bits)
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
 from .plan import DEFAULT_GROUP, DEFAULT_TILE, MIN_SPLIT_GROUP, TilePlan, default_group  # noqa: F401
@@ -31,6 +31,9 @@ PARALLEL_MIN_PIXELS = 1 << 15
 FORWARD_CHUNK_PIXELS = 1 << 16
 #: rows of head tables built at once (bounds memory: rows * mixtures * 257 int64)
 HEAD_CHUNK_ROWS = 1 << 14
+#: pixels of a plane group on which the encoder measures what level sets would save
+LEVEL_SAMPLE_PIXELS = 1 << 14
+ALL_LEVELS = (1 << LEVELS) - 1
 
 
 @dataclass
@@ -90,15 +93,16 @@ def _offset_tables(n: int) -> torch.Tensor:
 
 
 def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
-                  params: torch.Tensor, stats: EncodeStats, offsets: torch.Tensor | None) -> bytes:
+                  params: torch.Tensor, stats: EncodeStats, offsets: torch.Tensor | None,
+                  levels: list[int | None]) -> bytes:
     """Code one lock-step group: tiles (B, C, h, w), inside (B, 1, h, w), params (B, P, h, w).
 
     The segment starts with each tile's scale-offset indices (B, C) ``offsets``
     (:func:`_tile_offsets`); none are written when they are None (format versions before
-    container.ADAPTIVE_SCALES_VERSION).
+    container.ADAPTIVE_SCALES_VERSION).  ``levels``: the plane group's level sets (header).
     """
     b, c, h, w = tiles.shape
-    head = ExactHead(model.ops.tables, c, model.config.mixtures)
+    head = ExactHead(model.ops.tables, c, model.config.mixtures, levels)
     # rows in decoding order: position-major, tile-minor
     p = params.permute(2, 3, 0, 1).reshape(h * w * b, -1)
     sym = tiles.permute(2, 3, 0, 1).reshape(h * w * b, c).to(torch.int64)
@@ -136,6 +140,41 @@ def _tile_offsets(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tenso
         return torch.full(tiles.shape[:2], SCALE_OFFSET_ZERO, dtype=torch.int64)
     return torch.cat([choose_scale_offsets(params[s:s + chunk].to(torch.float32) / fp.ONE, tiles[s:s + chunk],
                                            inside[s:s + chunk]) for s in range(0, len(tiles), chunk)])
+
+
+def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
+                      params: torch.Tensor, offsets: torch.Tensor | None,
+                      sample: int = LEVEL_SAMPLE_PIXELS) -> list[int | None]:
+    """The level sets worth writing for tiles (N, C, h, w) coded with exact params (N, P, h, w).
+
+    For each channel that does not use all 256 levels, the bits that restricting its tables to
+    the levels it uses would save are measured with the exact head on up to ``sample`` of the
+    pixels (every k-th, scaled to the whole plane group); the set is kept (a 256-bit mask)
+    where that saves more than its header field costs, else None.  Returns [] when no channel
+    gains: the header then carries no level sets.
+    """
+    n, c, h, w = tiles.shape
+    sym = tiles.permute(0, 2, 3, 1).reshape(-1, c).to(torch.int64)
+    rows = torch.nonzero(inside.reshape(-1)).flatten()
+    used = [levels_used(sym[rows, ch]) for ch in range(c)]
+    if all(m == ALL_LEVELS for m in used):
+        return []
+    pick = rows[::max(1, -(-len(rows) // sample))]
+    p = params.permute(0, 2, 3, 1).reshape(n * h * w, -1)[pick]
+    shifts = None if offsets is None else scale_offset(offsets)[pick // (h * w)]
+    plain = ExactHead(model.ops.tables, c, model.config.mixtures)
+    restricted = ExactHead(model.ops.tables, c, model.config.mixtures, used)
+    plain.start(p, shifts)
+    restricted.start(p, shifts)
+    chosen: list[int | None] = []
+    for ch in range(c):
+        x = sym[pick, ch]
+        saved = float((exact_bits(plain.freqs(ch), x) - exact_bits(restricted.freqs(ch), x)).sum())
+        plain.observe(ch, x)
+        restricted.observe(ch, x)
+        cost = 8 * (len(container.pack_level_sets([used[ch]], 1)) - 1)
+        chosen.append(used[ch] if used[ch] != ALL_LEVELS and saved * len(rows) / len(pick) > cost else None)
+    return chosen if any(m is not None for m in chosen) else []
 
 
 def estimated_bits(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
@@ -184,10 +223,12 @@ def _candidates(chosen, channels: int) -> list[zoo.ExactModel]:
 
 def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int | None = None,
                  device: str = "cpu", progress: bool | None = None,
-                 adapt: bool = True) -> tuple[bytes, EncodeStats]:
+                 adapt: bool = True, level_sets: bool = True) -> tuple[bytes, EncodeStats]:
     """Encode an image; ``model_for(channels)`` gives the model of each plane group, or a list of
     models to pick from (the one with the fewest estimated bits: ``--model best``);
-    ``adapt``: choose each tile's and channel's scale offset (else the model's own scales are used)."""
+    ``adapt``: choose each tile's and channel's scale offset (else the model's own scales are used);
+    ``level_sets``: restrict a channel's tables to the levels it uses where that saves bits
+    (:func:`choose_level_sets`)."""
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
     h, w, _ = img.pixels.shape
@@ -207,10 +248,14 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
         tiles, inside = plan.split(plane)
         model, params, offsets = _pick_model(models, tiles, inside, dev, bar, adapt)
         stats.models.append(model.name)
-        segs = [_encode_group(model, tiles[g], inside[g], params[g], stats, None if offsets is None else offsets[g])
+        levels = []
+        if level_sets and container.FORMAT_VERSION >= container.LEVEL_SETS_VERSION:
+            levels = choose_level_sets(model, tiles, inside, params, offsets)
+        segs = [_encode_group(model, tiles[g], inside[g], params[g], stats,
+                              None if offsets is None else offsets[g], levels)
                 for g in (slice(r.start, r.stop) for r in plan.groups())]
         unnamed = container.FORMAT_VERSION >= container.UNNAMED_SHIPPED_VERSION and zoo.is_shipped(model)
-        planes.append(container.PlaneGroup(nch, "" if unnamed else model.name, model.digest, segs))
+        planes.append(container.PlaneGroup(nch, "" if unnamed else model.name, model.digest, segs, levels))
         stats.payload_bytes += sum(map(len, segs))
     bar.close()
     header = container.Header(fp.SCHEME_VERSION, h, w, img.mode, plan.tile, plan.group,
@@ -231,16 +276,17 @@ class _single_thread:
 
 
 def _decode_group(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar=None,
-                  version: int = container.FORMAT_VERSION) -> torch.Tensor:
+                  version: int = container.FORMAT_VERSION, levels: list[int | None] | None = None
+                  ) -> torch.Tensor:
     """Decode one lock-step group: inside (B, 1, h, w) -> tiles (B, C, h, w) uint8; ``version``:
     the file's format version (from 3 the segment starts with scale offsets, from 5 its stream is
-    trimmed)."""
+    trimmed); ``levels``: the plane group's level sets from the header (version 8)."""
     with _single_thread():
-        return _decode_group_loop(model, payload, inside, bar, version)
+        return _decode_group_loop(model, payload, inside, bar, version, levels)
 
 
 def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar,
-                       version: int) -> torch.Tensor:
+                       version: int, levels: list[int | None] | None) -> torch.Tensor:
     b, _, h, w = inside.shape
     c = model.config.channels
     ops = model.ops
@@ -248,7 +294,7 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     adapted = version >= container.ADAPTIVE_SCALES_VERSION
     shifts = scale_offset(dec.decode(_offset_tables(b * c)).view(b, c)) if adapted else None
     cache = model.net.CachedDecoder(ops, b, h, w)
-    head = ExactHead(ops.tables, c, model.config.mixtures)
+    head = ExactHead(ops.tables, c, model.config.mixtures, levels)
     out = torch.zeros(b, c, h, w, dtype=torch.int64)
     ins_bool = inside[:, 0].bool()
     for i in range(h):
@@ -291,8 +337,8 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None,
         if model.config.channels != p.channels:
             raise container.FormatError("corrupt header (model channels)")
     inside = plan.inside()
-    jobs = [(model, seg, inside[r.start:r.stop], header.version) for model, p in zip(models, header.planes)
-            for r, seg in zip(plan.groups(), p.segments)]
+    jobs = [(model, seg, inside[r.start:r.stop], header.version, p.levels)
+            for model, p in zip(models, header.planes) for r, seg in zip(plan.groups(), p.segments)]
     bar = _progress(header.height * header.width * len(groups), "decoding", progress)
     if workers is None:
         big = header.height * header.width >= PARALLEL_MIN_PIXELS
@@ -314,20 +360,21 @@ _JOBS: list = []
 
 
 def _decode_job(k: int):
-    model, seg, inside, version = _JOBS[k]
-    return _decode_group(model, seg, inside, version=version).numpy()
+    model, seg, inside, version, levels = _JOBS[k]
+    return _decode_group(model, seg, inside, version=version, levels=levels).numpy()
 
 
 def _decode_jobs(jobs: list, workers: int, bar) -> list[torch.Tensor]:
-    """Decode (model, payload, inside, version) jobs, in forked worker processes when workers > 1."""
+    """Decode (model, payload, inside, version, levels) jobs, in forked worker processes when
+    workers > 1."""
     if workers <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_decode_group(m, seg, ins, bar, version) for m, seg, ins, version in jobs]
+        return [_decode_group(m, seg, ins, bar, version, levels) for m, seg, ins, version, levels in jobs]
     global _JOBS
     _JOBS = jobs  # inherited by the forked workers: nothing large is pickled
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             out = []
-            for (_, _, inside, _), tiles in zip(jobs, pool.map(_decode_job, range(len(jobs)))):
+            for (_, _, inside, _, _), tiles in zip(jobs, pool.map(_decode_job, range(len(jobs)))):
                 out.append(torch.from_numpy(tiles))
                 if bar is not None:
                     bar.update(int(inside.sum()))

@@ -1,6 +1,6 @@
 """The .arc file format (DESIGN section 4).
 
-Image layout, version 5 (integers are unsigned LEB128 varints unless a size is given)::
+Image layout, versions 5-8 (integers are unsigned LEB128 varints unless a size is given)::
 
     magic      4 bytes  b"\\x8bARC"
     version    1 byte   FORMAT_VERSION
@@ -9,7 +9,8 @@ Image layout, version 5 (integers are unsigned LEB128 varints unless a size is g
     height, width
     mode       1 byte   bits 0-2: index into MODES; bit 3 (HAS_META): metadata follows; bit 4
                         (HAS_NAMES): each plane group names its model; bit 5 (HAS_PLAN): the
-                        tiling follows (else it is plan.default_plan(height, width))
+                        tiling follows (else it is plan.default_plan(height, width)); bit 6
+                        (HAS_LEVELS, version 8): each plane group has level sets
     tile, group         only with HAS_PLAN
     crc32      4 bytes  CRC-32 of the raw samples (little endian)
     meta                only with HAS_META: varint length + zlib-compressed JSON (palette, PNG
@@ -17,8 +18,10 @@ Image layout, version 5 (integers are unsigned LEB128 varints unless a size is g
     plane groups        as many as media.coded_planes(mode, meta) gives, each:
                         model name (1-byte length + UTF-8) only with HAS_NAMES, empty for a
                         shipped model; the first 8 bytes of the model's SHA-256 (a shipped
-                        model is found by them: zoo.shipped_by_digest); each segment's byte
-                        length (as many segments as the tiling has tile groups)
+                        model is found by them: zoo.shipped_by_digest); only with HAS_LEVELS,
+                        its level sets (:func:`pack_level_sets`: which channels have one, and
+                        for each its lowest and highest level and a bitmap between them); each
+                        segment's byte length (as many segments as the tiling has tile groups)
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
     payload    the segments, in order; each is one trimmed range-coded stream (coder.py) that
                starts with one scale-offset index per tile and channel, 4 bits each (codec, head)
@@ -57,7 +60,8 @@ Audio files (kind 2) share the first 7 bytes; then, from version 6 (see :func:`p
 The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote, after the kind byte: channels
 (1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
 (always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
-Versions 6 and 7 write image files exactly as version 5 did (IMAGE_LAYOUT_VERSION).
+Versions 6 and 7 write image files exactly as version 5 did; version 8 too, unless a channel's
+level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION).
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -73,9 +77,9 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
@@ -88,14 +92,18 @@ AUDIO_COMPACT_VERSION = 6
 #: from this version on, an audio segment's linear predictors are Rice-coded at a precision the
 #: encoder chooses per stream (tapcode.py); before, every tap took 16 bits
 CODED_TAPS_VERSION = 7
+#: from this version on, an image plane group may carry the set of levels each channel uses
+#: (HAS_LEVELS); the coder then gives the levels outside it no probability beyond the minimum
+LEVEL_SETS_VERSION = 8
 #: the last version that changed how image files are written (later ones write the same bytes
 #: apart from the version byte)
-IMAGE_LAYOUT_VERSION = COMPACT_VERSION
+IMAGE_LAYOUT_VERSION = LEVEL_SETS_VERSION
 #: flags in the mode byte of a compact (version 5) image header
 MODE_BITS = 0x07
 HAS_META = 0x08
 HAS_NAMES = 0x10
 HAS_PLAN = 0x20
+HAS_LEVELS = 0x40  # version 8
 #: bytes of the model's SHA-256 recorded in an image header (version 2)
 IMAGE_DIGEST_BYTES = 8
 #: flags in the first byte of a compact (version 6) audio header
@@ -130,6 +138,9 @@ class PlaneGroup:
     model_name: str  # "" for a shipped model (version 4): the digest identifies it
     model_digest: bytes  # the model's SHA-256, or its first IMAGE_DIGEST_BYTES as read from a file
     segments: list[bytes] = field(default_factory=list)
+    #: per channel, the levels it uses as a bit mask (bit v: level v occurs), or None for all
+    #: 256; empty when the file restricts no channel (version 8, :func:`pack_level_sets`)
+    levels: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -217,8 +228,11 @@ def pack(h: Header) -> bytes:
     meta = _pack_meta(h.meta)
     named = any(p.model_name for p in h.planes)
     custom = plan != default_plan(h.height, h.width)
+    leveled = any(m is not None for p in h.planes for m in p.levels)
+    if leveled and FORMAT_VERSION < LEVEL_SETS_VERSION:
+        raise ValueError(f"level sets need format version {LEVEL_SETS_VERSION}")
     flags = MODES.index(h.mode) | (HAS_META if meta else 0) | (HAS_NAMES if named else 0) \
-        | (HAS_PLAN if custom else 0)
+        | (HAS_PLAN if custom else 0) | (HAS_LEVELS if leveled else 0)
     out = bytearray(MAGIC)
     out += bytes([FORMAT_VERSION, h.scheme, KIND_IMAGE])
     out += _varint(h.height) + _varint(h.width) + bytes([flags])
@@ -228,7 +242,10 @@ def pack(h: Header) -> bytes:
     if meta:
         out += _varint(len(meta)) + meta
     for p in h.planes:
-        out += _model_id(p, named) + b"".join(_varint(len(s)) for s in p.segments)
+        out += _model_id(p, named)
+        if leveled:
+            out += pack_level_sets(p.levels, p.channels)
+        out += b"".join(_varint(len(s)) for s in p.segments)
     out += zlib.crc32(out).to_bytes(4, "little")
     for p in h.planes:
         for s in p.segments:
@@ -241,6 +258,48 @@ def _model_id(p: PlaneGroup, named: bool) -> bytes:
     if len(name) > 255 or len(p.model_digest) < IMAGE_DIGEST_BYTES:
         raise ValueError("model name too long or digest too short")
     return (bytes([len(name)]) + name if named else b"") + p.model_digest[:IMAGE_DIGEST_BYTES]
+
+
+def pack_level_sets(levels: list[int | None], channels: int) -> bytes:
+    """A plane group's level sets (version 8): one byte whose bit c says channel c has a set;
+    then for each such channel its lowest and highest level (1 byte each) and a bitmap of the
+    levels from the lowest to the highest, 8 to a byte, least significant bit first.
+
+    ``levels``: one 256-bit mask or None per channel (or an empty list: no channel restricted).
+    """
+    levels = list(levels) or [None] * channels
+    if len(levels) != channels:
+        raise ValueError("one level set (or None) per channel")
+    present = 0
+    body = bytearray()
+    for c, mask in enumerate(levels):
+        if mask is None:
+            continue
+        if not 0 < mask < 1 << 256:
+            raise ValueError("a level set is a non-empty 256-bit mask")
+        lo, hi = (mask & -mask).bit_length() - 1, mask.bit_length() - 1
+        present |= 1 << c
+        body += bytes([lo, hi]) + (mask >> lo).to_bytes((hi - lo) // 8 + 1, "little")
+    return bytes([present]) + bytes(body)
+
+
+def _read_level_sets(r: _Reader, channels: int) -> list[int | None]:
+    present = r.byte()
+    if present >> channels:
+        raise FormatError("corrupt header (level sets)")
+    levels: list[int | None] = []
+    for c in range(channels):
+        if not present >> c & 1:
+            levels.append(None)
+            continue
+        lo, hi = r.byte(), r.byte()
+        if lo > hi:
+            raise FormatError("corrupt header (level sets)")
+        bits = int.from_bytes(r.take((hi - lo) // 8 + 1), "little")
+        if not bits & 1 or bits.bit_length() != hi - lo + 1:  # canonical: lo and hi are used
+            raise FormatError("corrupt header (level sets)")
+        levels.append(bits << lo)
+    return levels
 
 
 def _pack_v1_to_v4(h: Header) -> bytes:
@@ -283,7 +342,8 @@ def unpack(data: bytes) -> Header:
     flags = r.byte()
     compact = version >= COMPACT_VERSION
     mode_idx = flags & MODE_BITS if compact else flags
-    if mode_idx >= len(MODES) or (compact and flags & ~(MODE_BITS | HAS_META | HAS_NAMES | HAS_PLAN)):
+    known = MODE_BITS | HAS_META | HAS_NAMES | HAS_PLAN | (HAS_LEVELS if version >= LEVEL_SETS_VERSION else 0)
+    if mode_idx >= len(MODES) or (compact and flags & ~known):
         raise FormatError("corrupt header (unknown image mode)")
     mode = MODES[mode_idx]
     if compact and not flags & HAS_PLAN:
@@ -321,10 +381,11 @@ def unpack(data: bytes) -> Header:
             if not name and version < UNNAMED_SHIPPED_VERSION:
                 raise FormatError("corrupt header (model name)")
         digest = r.take(32 if version == 1 else IMAGE_DIGEST_BYTES)
+        levels = _read_level_sets(r, ch) if compact and flags & HAS_LEVELS else []
         if not compact:
             n_seg = r.varint(len(data))
         lengths.append([r.varint(len(data)) for _ in range(n_seg)])
-        planes.append(PlaneGroup(ch, name, digest))
+        planes.append(PlaneGroup(ch, name, digest, levels=levels))
     header_end = r.pos
     if int.from_bytes(r.take(4), "little") != zlib.crc32(data[:header_end]):
         raise FormatError("corrupt header (CRC mismatch)")

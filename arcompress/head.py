@@ -223,16 +223,34 @@ def freqs_from_masses(mass: torch.Tensor) -> torch.Tensor:
     return freq
 
 
+def level_mask(mask: int) -> torch.Tensor:
+    """A 256-bit level set (bit v: level v) -> (256,) int64 of 0 and 1."""
+    return torch.tensor([mask >> v & 1 for v in range(LEVELS)], dtype=torch.int64)
+
+
+def levels_used(values: torch.Tensor) -> int:
+    """The 256-bit level set of the uint8 values in ``values`` (any shape)."""
+    present = torch.bincount(values.reshape(-1).to(torch.int64), minlength=LEVELS) > 0
+    return sum(1 << v for v in torch.nonzero(present).flatten().tolist())
+
+
 class ExactHead:
     """Integer pmf tables for one channel at a time, with posterior mixture weights.
 
     ``start(params, shifts)`` takes (N, P) fixed-point params and optional (N, C) fixed-point
     log-scale offsets; then for c = 0..C-1:
     ``freqs(c)`` gives (N, 256) int64 tables and ``observe(c, symbols)`` feeds the coded values.
+
+    ``levels``: optional per channel, the levels that channel may take (a 256-bit mask, bit v for
+    level v, as in the file header), or None for all; the mixture's mass outside the set is
+    dropped before the table is built, so those levels get the minimum frequency 1.  The
+    posterior mixture weights use the unrestricted component masses either way.
     """
 
-    def __init__(self, tables: dict[str, torch.Tensor], channels: int, mixtures: int):
+    def __init__(self, tables: dict[str, torch.Tensor], channels: int, mixtures: int,
+                 levels: list[int | None] | None = None):
         self.tables, self.C, self.K = tables, channels, mixtures
+        self.allowed = [None if m is None else level_mask(m) for m in (levels or [None] * channels)]
 
     def start(self, params: torch.Tensor, shifts: torch.Tensor | None = None) -> None:
         """params (N, P) fixed point; shifts: optional (N, C) log-scale offsets in fixed point
@@ -256,6 +274,8 @@ class ExactHead:
     def freqs(self, c: int) -> torch.Tensor:
         self._pmfs = _component_pmfs(self._mean(c), self.log_scales[:, c, :], self.tables)
         mass = (self.weights.unsqueeze(-1) * self._pmfs).sum(dim=1)  # (N, 256) <= 2**32
+        if self.allowed[c] is not None:
+            mass = mass * self.allowed[c].to(mass.device)
         return freqs_from_masses(mass)
 
     def observe(self, c: int, symbols: torch.Tensor) -> None:

@@ -125,7 +125,13 @@ def arcompress_row(img: ImageData, decode: bool, tile: int = codec.DEFAULT_TILE)
            "bpsp_float_nll": own / n, "bpsp_float_nll_adapted": adapted / n, "encode_s": t_enc,
            "encode_px_per_s": img.pixels.shape[0] * img.pixels.shape[1] / t_enc}
     row["overhead_pct"] = 100 * (row["bpsp_written"] / row["bpsp_exact_nll"] - 1)
-    row["conversion_cost_pct"] = 100 * (row["bpsp_exact_nll"] / row["bpsp_float_nll_adapted"] - 1)
+    plain_nll = row["bpsp_exact_nll"]
+    if data[9] & container.HAS_LEVELS:  # the level sets' gain: the same encode without them
+        plain, plain_stats = codec.encode_image(img, tile=tile, progress=False, level_sets=False)
+        row["bpsp_written_without_level_sets"] = 8 * len(plain) / n
+        plain_nll = row["bpsp_exact_nll_without_level_sets"] = plain_stats.nll_bits / n
+    # the conversion's cost compares like with like: the float NLL knows no level sets
+    row["conversion_cost_pct"] = 100 * (plain_nll / row["bpsp_float_nll_adapted"] - 1)
     if decode:
         t0 = time.perf_counter()
         back = codec.decode_image(data, progress=False)
@@ -295,6 +301,12 @@ def _outdated(row: dict) -> bool:
     return row.get("format_version", 1) < container.IMAGE_LAYOUT_VERSION
 
 
+def _without_sets(row: dict) -> str:
+    """The bits per sub-pixel the file would take without level sets, or "=" where it has none."""
+    plain = row.get("bpsp_written_without_level_sets")
+    return "=" if plain is None else f"{plain:.3f}"
+
+
 def _not_default(row: dict, channels: int) -> bool:
     """Whether an arcompress measurement used other models than today's defaults (or did not say)."""
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
@@ -402,19 +414,30 @@ def summarize(results: dict) -> str:
                           "the default models of that run (the rows do not name them)") +
                       f"; today's defaults are `{zoo.DEFAULTS[3]}` (RGB) and `{zoo.DEFAULTS[1]}` (grey), "
                       "and `--update` measures every row again with them."]
+        # without level sets: the plain encode's figures where the file has sets, else the file's own
+        plain = {k: sum(r["arcompress"].get(f"{k}_without_level_sets", r["arcompress"].get(k, np.nan)) * r["subpixels"]
+                        for r in rows) / n for k in ("bpsp_written", "bpsp_exact_nll")}
         lines += ["", f"arcompress: float model NLL {a['bpsp_float_nll']:.4f} (the model's own scales: what a paper "
                       f"reports), {a['bpsp_float_nll_adapted']:.4f} with the scales adapted per tile and channel; "
-                      f"exact model NLL as coded {a['bpsp_exact_nll']:.4f} (conversion "
-                      f"{100 * (a['bpsp_exact_nll'] / a['bpsp_float_nll_adapted'] - 1):+.2f} % vs the adapted float NLL), "
+                      f"exact model NLL without level sets {plain['bpsp_exact_nll']:.4f} (conversion "
+                      f"{100 * (plain['bpsp_exact_nll'] / a['bpsp_float_nll_adapted'] - 1):+.2f} % vs the adapted float NLL), "
+                      f"as coded {a['bpsp_exact_nll']:.4f}, "
                       f"written {a['bpsp_written']:.4f} ({100 * (a['bpsp_written'] / a['bpsp_exact_nll'] - 1):+.2f} % over the exact NLL).", ""]
+        leveled = [r for r in rows if "bpsp_written_without_level_sets" in r["arcompress"]]
+        if leveled:
+            lines += [f"Level sets (a channel's tables restricted to the levels it uses, format 8) were written for "
+                      f"{len(leveled)} of {len(rows)} images ({', '.join(r['image'] for r in leveled)}); without them "
+                      f"the set would be {plain['bpsp_written']:.4f} bits/sub-pixel "
+                      f"({100 * (plain['bpsp_written'] / tot['PNG'] - 1):+.1f} % vs PNG), so they save "
+                      f"{100 * (1 - a['bpsp_written'] / plain['bpsp_written']):.2f} % of it.", ""]
         lines += ["| image | size | " + " | ".join(SHORT[c] for c in codecs) +
-                  " | arcompress | exact NLL | float NLL | float, adapted | overhead | CLI decode s |",
-                  "|---|---|" + "---:|" * (len(codecs) + 6)]
+                  " | arcompress | without level sets | exact NLL | float NLL | float, adapted | overhead | CLI decode s |",
+                  "|---|---|" + "---:|" * (len(codecs) + 7)]
         for r in rows:
             cb = [8 * r["classical_bytes"][c] / r["subpixels"] if r["classical_bytes"][c] else float("nan") for c in codecs]
             ar = r["arcompress"]
             lines.append(f"| {r['image']} | {r['size']}x{r['channels']} | " + " | ".join(f"{v:.3f}" for v in cb) +
-                         f" | {ar['bpsp_written']:.3f} | {ar['bpsp_exact_nll']:.3f} | {ar['bpsp_float_nll']:.3f} | "
+                         f" | {ar['bpsp_written']:.3f} | {_without_sets(ar)} | {ar['bpsp_exact_nll']:.3f} | {ar['bpsp_float_nll']:.3f} | "
                          f"{ar.get('bpsp_float_nll_adapted', np.nan):.3f} | "
                          f"{ar['overhead_pct']:+.2f} % | {ar['cli_decode_s']:.1f} |")
         lines.append("")

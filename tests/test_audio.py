@@ -147,16 +147,18 @@ def test_wasted_bits_and_24_bit_low_byte(audio_models):
 
 def test_older_audio_versions_still_decode(audio_models, monkeypatch):
     """Version 4 wrote constriction's whole little-endian words; version 5 trims them; version 6
-    writes a compact header; version 7 Rice-codes the predictors.  All four decode."""
+    writes a compact header; version 7 Rice-codes the predictors; version 8 (image level sets)
+    writes audio as version 7 did.  All decode."""
     x = tone(600, 2, seed=3)
     old = {}
-    for version in (4, 5, 6):
+    for version in (4, 5, 6, 7):
         monkeypatch.setattr(container, "FORMAT_VERSION", version)
         old[version] = roundtrip(audio_models["tiny"], x)[1]
         monkeypatch.undo()
     back, new, _ = roundtrip(audio_models["tiny"], x)
-    assert (old[4][4], old[5][4], old[6][4], new[4]) == (4, 5, 6, 7)
+    assert (old[4][4], old[5][4], old[6][4], old[7][4], new[4]) == (4, 5, 6, 7, 8)
     assert len(new) < len(old[6]) < len(old[5]) < len(old[4])
+    assert len(new) == len(old[7])  # the same bytes but for the version and the header CRC
     assert len(old[5]) - len(old[6]) >= 24 + 20  # the digest's last 24 bytes and the metadata JSON
     for data in old.values():
         gen = audio_codec.decode_stream(container.audio_reader(data), lambda n, d: audio_models["tiny"])

@@ -274,3 +274,15 @@ def test_decoded_name_and_format_from_a_lossy_input(tmp_path):
     assert np.array_equal(pixels(src)[1], pixels(out)[1])
     r = run("decode", tmp_path / "photo.jpg.arc", "-o", tmp_path / "x.jpg")
     assert r.exit_code == 1 and "losslessly" in r.output and not (tmp_path / "x.jpg").exists()
+
+
+def test_info_names_the_level_sets(tmp_path):
+    """An image whose levels are all multiples of 8 is coded with level sets; info says how many
+    levels each channel uses, and the file decodes to the same pixels."""
+    src = tmp_path / "s.png"
+    Image.fromarray(natural_image(24, 20, 3, seed=5) // 8 * 8, "RGB").save(src)
+    assert run("encode", src, "--verify").exit_code == 0
+    r = run("info", f"{src}.arc")
+    counts = [len(np.unique(pixels(src)[1][..., c])) for c in range(3)]
+    assert r.exit_code == 0 and f"levels used per channel (coded as level sets): {', '.join(map(str, counts))}" in r.output
+    assert json.loads(run("info", "--json", f"{src}.arc").output)["models"][0]["level_sets"] == counts

@@ -56,20 +56,58 @@ def test_compact_header_leaves_out_what_the_reader_derives():
                                         [container.PlaneGroup(3, "", bytes(32), [b"x"])]))
 
 
-def test_compact_header_rejects_unknown_flags():
-    h = _header()
+def _with_flag(h, flag):
+    """The file of header h with ``flag`` set in the mode byte (and the header CRC fixed up)."""
     data = bytearray(container.pack(h))
-    data[9] |= 0x40  # a reserved bit of the mode byte (the header CRC is fixed up below)
+    data[9] |= flag
     end = len(data) - sum(len(s) for p in h.planes for s in p.segments)  # header end, after hcrc
     data[end - 4:end] = zlib.crc32(bytes(data[:end - 4])).to_bytes(4, "little")
+    return bytes(data)
+
+
+def test_compact_header_rejects_unknown_flags(monkeypatch):
     with pytest.raises(container.FormatError, match="image mode"):
-        container.unpack(bytes(data))
+        container.unpack(_with_flag(_header(), 0x80))  # a reserved bit of the mode byte
+    monkeypatch.setattr(container, "FORMAT_VERSION", 7)  # level sets came with version 8
+    with pytest.raises(container.FormatError, match="image mode"):
+        container.unpack(_with_flag(_header(), container.HAS_LEVELS))
+
+
+def test_level_sets_round_trip_and_are_validated():
+    """A plane group's level sets: present ones as lowest, highest and a bitmap between them."""
+    h = _header()
+    sparse = sum(1 << v for v in range(3, 200, 2))  # odd levels 3..199
+    h.planes[0].levels = [sparse, None, 1 << 255]
+    data = container.pack(h)
+    assert data[9] & container.HAS_LEVELS
+    assert len(data) == len(container.pack(_header())) + 1 + (2 + 25) + (2 + 1) + 1  # + group 2's empty byte
+    back = container.unpack(data)
+    assert back.planes[0].levels == [sparse, None, 1 << 255]
+    assert back.planes[1].levels == [None]
+    assert container.unpack(container.pack(_header())).planes[0].levels == []
+    field = container.pack_level_sets([sparse, None, 1 << 255], 3)
+    assert field == bytes([0b101, 3, 199]) + (sparse >> 3).to_bytes(25, "little") + bytes([255, 255, 1])
+    start = data.index(field)
+    for bad in (bytes([0b1000]),  # a channel the group does not have
+                bytes([0b101, 199, 3]),  # lowest above highest
+                bytes([0b101, 2, 199]) + (sparse >> 2).to_bytes(25, "little"),  # level 2 (the lowest) unused
+                bytes([0b101, 3, 200]) + (sparse >> 3).to_bytes(25, "little")):  # 200 (the highest) unused
+        h2 = bytearray(data[:start] + bad + data[start + len(bad):])
+        end = len(h2) - sum(len(s) for p in h.planes for s in p.segments)
+        h2[end - 4:end] = zlib.crc32(bytes(h2[:end - 4])).to_bytes(4, "little")
+        with pytest.raises(container.FormatError, match="level sets"):
+            container.unpack(bytes(h2))
+    with pytest.raises(ValueError, match="256-bit"):
+        container.pack_level_sets([0], 1)
+    with pytest.raises(ValueError, match="per channel"):
+        container.pack_level_sets([1, 2], 3)
 
 
 def test_small_image_header_is_compact(tiny_models):
     """A 28x28 grey file spends little on its header: the model is named by 8 bytes of its SHA-256
     (and, for a shipped model, by nothing else: test_shipped_models_are_found_by_digest)."""
-    data, stats = codec.encode_image(from_array(natural_image(28, 28, 1, seed=3)), tiny_models.__getitem__)
+    data, stats = codec.encode_image(from_array(natural_image(28, 28, 1, seed=3)), tiny_models.__getitem__,
+                                     level_sets=False)  # level sets are written only where they pay
     header = len(data) - stats.payload_bytes
     assert header <= 36 + len(tiny_models[1].name), header  # 35 fixed bytes (2-byte segment length)
 
@@ -88,11 +126,11 @@ def test_older_versions_still_decode(tiny_models, monkeypatch):
     new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     assert [d[4] for d in (*old.values(), new)] == [1, 2, 3, 4, container.FORMAT_VERSION]
     assert len(old[1]) == len(old[2]) + 24
-    assert container.FORMAT_VERSION == container.CODED_TAPS_VERSION == 7
-    assert container.IMAGE_LAYOUT_VERSION == container.COMPACT_VERSION == 5
+    assert container.FORMAT_VERSION == container.LEVEL_SETS_VERSION == 8
+    assert container.IMAGE_LAYOUT_VERSION == container.LEVEL_SETS_VERSION
     assert len(new) < len(old[4])  # a compact header and a trimmed stream
     assert container.unpack(old[1]).planes[0].model_digest == tiny_models[3].digest
-    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 7]
+    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 8]
     for data in (*old.values(), new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
@@ -133,10 +171,16 @@ def test_not_an_arc_file():
         container.unpack(b"")
 
 
-@pytest.fixture(scope="module")
-def sample(tiny_models):
+@pytest.fixture(scope="module", params=["plain", "level sets"])
+def sample(request, tiny_models):
+    """A small RGB file, once without and once with level sets in its header (its levels are
+    all multiples of 4, so restricting the tables saves more than the sets cost)."""
     a = natural_image(9, 10, 3, seed=7)
-    data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, group=2)
+    if request.param == "level sets":
+        a = a // 4 * 4
+    data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, group=2,
+                                 level_sets=request.param == "level sets")
+    assert bool(data[9] & container.HAS_LEVELS) == (request.param == "level sets")
     return a, data
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from arcompress import codec
-from arcompress.head import SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, tile_bits
+from arcompress import codec, container
+from arcompress.head import (SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, levels_used,
+                             tile_bits)
 from arcompress.media import from_array
 from arcompress.plan import TilePlan
 
@@ -156,7 +157,8 @@ def test_exact_model_stays_close_to_the_float_model(which, adapt, request):
         params = model.float_model()(x)
         offsets = choose_scale_offsets(params, x, inside) if adapt else torch.full((1, 3), SCALE_OFFSET_ZERO)
         float_bits = float(tile_bits(params, x, inside, offsets)[0])
-    _, stats = codec.encode_image(from_array(img), lambda c: model, tile=16, adapt=adapt)
+    _, stats = codec.encode_image(from_array(img), lambda c: model, tile=16, adapt=adapt,
+                                  level_sets=False)  # the float NLL knows no level sets
     assert abs(stats.nll_bits / float_bits - 1) < 0.02, (stats.nll_bits, float_bits)
 
 
@@ -203,12 +205,50 @@ def test_the_encoder_picks_the_candidate_with_the_fewest_bits(tiny_models, snail
     for m in candidates:
         params = codec.exact_params(m, tiles, inside, torch.device("cpu"))
         estimates.append(codec.estimated_bits(params, tiles, inside, True))
-        exact.append(codec.encode_image(from_array(img), lambda c: m, tile=8, group=4)[1].nll_bits)
+        exact.append(codec.encode_image(from_array(img), lambda c: m, tile=8, group=4, level_sets=False)[1].nll_bits)
     assert max(abs(e / x - 1) for e, x in zip(estimates, exact)) < 0.02, (estimates, exact)
-    data, stats = codec.encode_image(from_array(img), lambda c: candidates, tile=8, group=4)
+    data, stats = codec.encode_image(from_array(img), lambda c: candidates, tile=8, group=4, level_sets=False)
     best = candidates[int(np.argmin(estimates))]
     assert stats.models == [best.name] and stats.nll_bits == exact[int(np.argmin(estimates))]
     by_digest = {m.digest[:8]: m for m in candidates}
     assert np.array_equal(codec.decode_image(data, lambda n, d: by_digest[bytes(d)]).pixels, img)
     with pytest.raises(ValueError, match="channel"):
         codec.encode_image(from_array(img), lambda c: [tiny_models[1]])
+
+
+@pytest.mark.parametrize("which", IMAGE_MODEL_FIXTURES + LOUD_MODEL_FIXTURES)
+def test_level_sets_round_trip(which, request, monkeypatch):
+    """Whatever level sets the header carries (here every channel's, one-level sets included),
+    the decoder restricts its tables exactly as the encoder did: worst-case and sparse images
+    round-trip, with serial and parallel segment decoding."""
+    models = request.getfixturevalue(which)
+    def every_channels_set(model, tiles, inside, params, offsets):
+        return [levels_used(tiles[:, c][inside[:, 0].bool()]) for c in range(tiles.shape[1])]
+
+    monkeypatch.setattr(codec, "choose_level_sets", every_channels_set)
+    sparse = natural_image(13, 11, 3, seed=12) // 16 * 16
+    for name, a in [("sparse", sparse), *((k, WORST_CASES[k](13, 11, 3)) for k in ("noise", "saturated", "flat"))]:
+        data, _ = codec.encode_image(from_array(a), models.__getitem__, tile=4, group=5)
+        levels = container.unpack(data).planes[0].levels
+        assert levels == [levels_used(torch.from_numpy(a[..., c])) for c in range(3)], name
+        for workers in (1, 2):
+            assert np.array_equal(codec.decode_image(data, lambda n, d: models[3], workers=workers).pixels, a), name
+
+
+def test_level_sets_are_written_where_they_pay():
+    """With the shipped RGB model: an image whose levels are all multiples of 4 gets level sets
+    and a much smaller file; one that uses every level in every channel gets none."""
+    from arcompress import zoo
+    model = zoo.resolve(zoo.DEFAULTS[3])
+    rng = np.random.default_rng(3)
+    sparse = natural_image(32, 32, 3, seed=13) // 4 * 4
+    full = natural_image(32, 32, 3, seed=13)
+    full.reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]
+    rng.shuffle(full.reshape(-1, 3)[:256])
+    restricted, _ = codec.encode_image(from_array(sparse), lambda c: model)
+    plain, _ = codec.encode_image(from_array(sparse), lambda c: model, level_sets=False)
+    assert all(m is not None for m in container.unpack(restricted).planes[0].levels)
+    assert len(restricted) < 0.85 * len(plain), (len(restricted), len(plain))
+    assert np.array_equal(codec.decode_image(restricted).pixels, sparse)
+    data, _ = codec.encode_image(from_array(full), lambda c: model)
+    assert container.unpack(data).planes[0].levels == []

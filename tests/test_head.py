@@ -88,3 +88,27 @@ def test_scale_offsets_shift_exact_and_float_alike(tiny_models):
         assert math.isclose(ebits, fbits, rel_tol=0.01), (index, ebits, fbits)
         seen.append(ebits)
     assert len(set(seen)) == 4  # the offsets really change the tables
+
+
+def test_level_sets_move_the_mass_onto_the_allowed_levels(tiny_models):
+    """With a level set, levels outside it get frequency 1 and the levels inside at least what
+    they had; tables stay valid (sum 2**24); the posterior for the next channel is unchanged."""
+    from arcompress.head import level_mask, levels_used
+    model = tiny_models[3]
+    gen = torch.Generator().manual_seed(5)
+    params = torch.randint(-2000, 2000, (64, model.ops.weights["out"][0].shape[0]), generator=gen)
+    sym = torch.randint(0, 64, (64, 3), generator=gen) * 4
+    allowed = levels_used(sym[:, 0])
+    assert level_mask(allowed).sum() == len(torch.unique(sym[:, 0]))
+    plain = ExactHead(model.ops.tables, 3, model.config.mixtures)
+    restricted = ExactHead(model.ops.tables, 3, model.config.mixtures, [allowed, None, None])
+    plain.start(params)
+    restricted.start(params)
+    f0, f1 = plain.freqs(0), restricted.freqs(0)
+    inside = level_mask(allowed).bool()
+    assert bool((f1.sum(-1) == 1 << 24).all()) and bool((f1[:, ~inside] == 1).all())
+    assert bool((f1[:, inside] >= f0[:, inside]).all())
+    assert float(exact_bits(f1, sym[:, 0]).sum()) < float(exact_bits(f0, sym[:, 0]).sum())
+    plain.observe(0, sym[:, 0])
+    restricted.observe(0, sym[:, 0])
+    assert torch.equal(plain.freqs(1), restricted.freqs(1))
