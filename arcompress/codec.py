@@ -160,8 +160,9 @@ def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.
     if all(m == ALL_LEVELS for m in used):
         return []
     pick = rows[::max(1, -(-len(rows) // sample))]
-    p = params.permute(0, 2, 3, 1).reshape(n * h * w, -1)[pick]
-    shifts = None if offsets is None else scale_offset(offsets)[pick // (h * w)]
+    tile, pos = pick // (h * w), pick % (h * w)
+    p = params[tile, :, pos // w, pos % w]  # (len(pick), P): no copy of the whole plane's params
+    shifts = None if offsets is None else scale_offset(offsets)[tile]
     plain = ExactHead(model.ops.tables, c, model.config.mixtures)
     restricted = ExactHead(model.ops.tables, c, model.config.mixtures, used)
     plain.start(p, shifts)
