@@ -117,7 +117,7 @@ def add_level_set_fields(row: dict, img: ImageData, data: bytes, tile: int = cod
     per channel the number of levels each set admits (None: no set); where there are sets, the
     bits per sub-pixel written and the exact NLL of the same encode without them; and the
     conversion's cost, which compares like with like (the float NLL knows no level sets)."""
-    sets = [None if m is None else bin(m).count("1") for p in container.unpack(data).planes for m in p.levels]
+    sets = [n for m in arcompress.api.info(data)["models"] for n in m["level_sets"] or []]
     row["level_sets"] = sets
     if any(k is not None for k in sets):
         plain, stats = codec.encode_image(img, tile=tile, progress=False, level_sets=False)
