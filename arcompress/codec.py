@@ -21,7 +21,7 @@ from . import container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
 from .head import (LEVELS, PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets,
-                   exact_bits, levels_used, scale_offset, tile_bits)
+                   exact_bits, freqs_from_masses, level_mask, levels_used, scale_offset, tile_bits)
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
 from .plan import DEFAULT_GROUP, DEFAULT_TILE, MIN_SPLIT_GROUP, TilePlan, default_group  # noqa: F401
@@ -33,6 +33,13 @@ FORWARD_CHUNK_PIXELS = 1 << 16
 HEAD_CHUNK_ROWS = 1 << 14
 #: pixels of a plane group on which the encoder measures what level sets would save
 LEVEL_SAMPLE_PIXELS = 1 << 14
+#: a sampled estimate of a level set's saving within this many standard errors of the set's
+#: cost is measured again on LEVEL_SAMPLE_GROWTH times as many pixels (finally on all of them),
+#: unless so many standard errors come to at most LEVEL_SAMPLE_TOLERANCE_BITS: then a wrong
+#: call costs no more than that, and measuring more would cost seconds for bytes
+LEVEL_SAMPLE_Z = 3.0
+LEVEL_SAMPLE_GROWTH = 4
+LEVEL_SAMPLE_TOLERANCE_BITS = 128
 ALL_LEVELS = (1 << LEVELS) - 1
 
 
@@ -142,39 +149,73 @@ def _tile_offsets(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tenso
                                            inside[s:s + chunk]) for s in range(0, len(tiles), chunk)])
 
 
+def _level_savings(model: zoo.ExactModel, sym: torch.Tensor, params: torch.Tensor, pick: torch.Tensor,
+                   hw: tuple[int, int], shifts: torch.Tensor | None, used: list[int]) -> torch.Tensor:
+    """(C, len(pick)) float64: the bits each picked pixel (an index into the plane group's
+    pixels, tile-major) saves in each channel when that channel's tables are restricted to
+    ``used``, by the exact head, in chunks of ``HEAD_CHUNK_ROWS`` pixels."""
+    h, w = hw
+    c = sym.shape[1]
+    head = ExactHead(model.ops.tables, c, model.config.mixtures)
+    masks = [level_mask(m) for m in used]
+    saved = torch.zeros(c, len(pick), dtype=torch.float64)
+    for s in range(0, len(pick), HEAD_CHUNK_ROWS):
+        part = pick[s:s + HEAD_CHUNK_ROWS]
+        tile, pos = part // (h * w), part % (h * w)
+        head.start(params[tile, :, pos // w, pos % w], None if shifts is None else shifts[tile])
+        for ch in range(c):
+            x = sym[part, ch]
+            mass = head.masses(ch)  # the restricted table is built from the same masses, as ExactHead's
+            saved[ch, s:s + len(part)] = (exact_bits(freqs_from_masses(mass), x)
+                                          - exact_bits(freqs_from_masses(mass * masks[ch]), x))
+            head.observe(ch, x)
+    return saved
+
+
 def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
                       params: torch.Tensor, offsets: torch.Tensor | None,
                       sample: int = LEVEL_SAMPLE_PIXELS) -> list[int | None]:
     """The level sets worth writing for tiles (N, C, h, w) coded with exact params (N, P, h, w).
 
     For each channel that does not use all 256 levels, the bits that restricting its tables to
-    the levels it uses would save are measured with the exact head on up to ``sample`` of the
-    pixels (every k-th, scaled to the whole plane group); the set is kept (a 256-bit mask)
-    where that saves more than its header field costs, else None.  Returns [] when no channel
-    gains: the header then carries no level sets.
+    the levels it uses would save are measured with the exact head, first on up to ``sample``
+    of the pixels (drawn at random with a fixed seed, scaled to the whole plane group).  The
+    set is kept (a 256-bit mask) where that saves more than its header field costs, else None.
+    Where the estimate lies within ``LEVEL_SAMPLE_Z`` standard errors of the field's cost and
+    those standard errors exceed ``LEVEL_SAMPLE_TOLERANCE_BITS``, the choice is not trusted to
+    the sample: it is measured again on ``LEVEL_SAMPLE_GROWTH`` times as many pixels, up to
+    every pixel, where the saving is exact.  Returns [] when no channel gains: the
+    header then carries no level sets.
     """
     n, c, h, w = tiles.shape
     sym = tiles.permute(0, 2, 3, 1).reshape(-1, c).to(torch.int64)
     rows = torch.nonzero(inside.reshape(-1)).flatten()
     used = [levels_used(sym[rows, ch]) for ch in range(c)]
-    if all(m == ALL_LEVELS for m in used):
+    open_ = {ch for ch in range(c) if used[ch] != ALL_LEVELS}
+    if not open_:
         return []
-    pick = rows[::max(1, -(-len(rows) // sample))]
-    tile, pos = pick // (h * w), pick % (h * w)
-    p = params[tile, :, pos // w, pos % w]  # (len(pick), P): no copy of the whole plane's params
-    shifts = None if offsets is None else scale_offset(offsets)[tile]
-    plain = ExactHead(model.ops.tables, c, model.config.mixtures)
-    restricted = ExactHead(model.ops.tables, c, model.config.mixtures, used)
-    plain.start(p, shifts)
-    restricted.start(p, shifts)
-    chosen: list[int | None] = []
-    for ch in range(c):
-        x = sym[pick, ch]
-        saved = float((exact_bits(plain.freqs(ch), x) - exact_bits(restricted.freqs(ch), x)).sum())
-        plain.observe(ch, x)
-        restricted.observe(ch, x)
-        cost = 8 * (len(container.pack_level_sets([used[ch]], 1)) - 1)
-        chosen.append(used[ch] if used[ch] != ALL_LEVELS and saved * len(rows) / len(pick) > cost else None)
+    shifts = None if offsets is None else scale_offset(offsets)
+    total = len(rows)
+    # a fixed pseudo-random order (the same bytes on every run): a strided sample would line up
+    # with the tiles' columns and over-weigh their borders, where the tables are widest
+    order = rows[torch.randperm(total, generator=torch.Generator().manual_seed(0))]
+    size = min(total, sample)
+    chosen: list[int | None] = [None] * c
+    while open_:
+        pick = order[:size].sort().values  # nested samples: each stage's contains the last's
+        saved = _level_savings(model, sym, params, pick, (h, w), shifts, used)
+        for ch in sorted(open_):
+            estimate = float(saved[ch].mean()) * total
+            cost = 8 * (len(container.pack_level_sets([used[ch]], 1)) - 1)
+            if size < total:  # standard error of the scaled sum, with the finite-population correction
+                spread = float(saved[ch].std()) if size > 1 else float("inf")
+                error = total * spread / size ** 0.5 * (1 - size / total) ** 0.5
+                margin = LEVEL_SAMPLE_Z * error
+                if abs(estimate - cost) <= margin and margin > LEVEL_SAMPLE_TOLERANCE_BITS:
+                    continue  # too close to call from this sample, and a wrong call could cost more
+            chosen[ch] = used[ch] if estimate > cost else None
+            open_.discard(ch)
+        size = min(total, size * LEVEL_SAMPLE_GROWTH)
     return chosen if any(m is not None for m in chosen) else []
 
 

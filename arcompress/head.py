@@ -239,7 +239,8 @@ class ExactHead:
 
     ``start(params, shifts)`` takes (N, P) fixed-point params and optional (N, C) fixed-point
     log-scale offsets; then for c = 0..C-1:
-    ``freqs(c)`` gives (N, 256) int64 tables and ``observe(c, symbols)`` feeds the coded values.
+    ``freqs(c)`` gives (N, 256) int64 tables (or ``masses(c)`` the masses they are built from)
+    and ``observe(c, symbols)`` feeds the coded values.
 
     ``levels``: optional per channel, the levels that channel may take (a 256-bit mask, bit v for
     level v, as in the file header), or None for all; the mixture's mass outside the set is
@@ -271,9 +272,14 @@ class ExactHead:
             mu = mu + ((alpha * xn + fp.ONE // 2) >> fp.ACT_BITS)  # >> is floor division by ONE
         return mu
 
-    def freqs(self, c: int) -> torch.Tensor:
+    def masses(self, c: int) -> torch.Tensor:
+        """(N, 256) int64: the mixture's integer mass of each level of channel c, before any
+        level set (each below 2**32); ``observe(c, ...)`` may follow."""
         self._pmfs = _component_pmfs(self._mean(c), self.log_scales[:, c, :], self.tables)
-        mass = (self.weights.unsqueeze(-1) * self._pmfs).sum(dim=1)  # (N, 256) <= 2**32
+        return (self.weights.unsqueeze(-1) * self._pmfs).sum(dim=1)
+
+    def freqs(self, c: int) -> torch.Tensor:
+        mass = self.masses(c)
         if self.allowed[c] is not None:
             mass = mass * self.allowed[c].to(mass.device)
         return freqs_from_masses(mass)

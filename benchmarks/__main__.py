@@ -21,8 +21,13 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a few small inputs only: minutes on 2 cores")
     p.add_argument("--update", action="store_true",
                    help="keep the saved measurements and add only what is missing (new codecs, new sets)")
+    p.add_argument("--recheck", action="store_true",
+                   help="with --update --set images: encode every saved row's image again and measure again "
+                        "the rows the encoder now writes otherwise (after a change to its choices)")
     p.add_argument("--set", choices=[*MODULES, "all"], default="all", dest="which")
     args = p.parse_args()
+    if args.recheck and not (args.update and args.which == "images"):
+        p.error("--recheck goes with --update --set images")
     if args.action in ("fetch-data", "fetch-audio"):
         audio.fetch()
         if args.action == "fetch-data":
@@ -37,7 +42,7 @@ def main() -> None:
             print("skipping the resolutions benchmark: its comparison models are not trained "
                   "(see benchmarks/resolutions.py)")
         elif args.action == "run":
-            results = measure(which, args.quick, args.update, command, path)
+            results = measure(which, args.quick, args.update, command, path, args.recheck)
             path.write_text(json.dumps(results, indent=1))
         if not path.exists():
             continue
@@ -50,7 +55,7 @@ def main() -> None:
         update_readme(report.build(images.RESULTS), "report")
 
 
-def measure(which: str, quick: bool, update: bool, command: str, path) -> dict:
+def measure(which: str, quick: bool, update: bool, command: str, path, recheck: bool = False) -> dict:
     """Run one benchmark; all but audio resume from their partial file after an interruption."""
     partial = images.RESULTS / f"{path.stem}.partial.json"
     if which == "audio":
@@ -59,7 +64,7 @@ def measure(which: str, quick: bool, update: bool, command: str, path) -> dict:
         return audio.run(quick, command)
     if update and path.exists() and not partial.exists():
         shutil.copy(path, partial)  # resume from the saved results: only missing rows are measured
-    results = MODULES[which].run(quick, command, partial)
+    results = MODULES[which].run(quick, command, partial, **({"recheck": True} if recheck else {}))
     if update:
         results.setdefault("updates", []).append({"command": command, "date": images.today()})
     partial.unlink(missing_ok=True)

@@ -235,6 +235,56 @@ def test_level_sets_round_trip(which, request, monkeypatch):
             assert np.array_equal(codec.decode_image(data, lambda n, d: models[3], workers=workers).pixels, a), name
 
 
+def test_level_savings_are_the_exact_nll_difference(tiny_models, monkeypatch):
+    """Measured on every pixel, what the encoder expects level sets to save is exactly what they
+    save: the exact NLL without them minus the NLL with them (scale offsets and tiles included)."""
+    img = natural_image(21, 19, 3, seed=14) // 8 * 8
+    model = tiny_models[3]
+    seen = {}
+
+    def every_channels_set(model, tiles, inside, params, offsets):
+        rows = torch.nonzero(inside.reshape(-1)).flatten()
+        sym = tiles.permute(0, 2, 3, 1).reshape(-1, 3)
+        used = [levels_used(sym[rows, c]) for c in range(3)]
+        shifts = None if offsets is None else codec.scale_offset(offsets)
+        seen["saved"] = float(codec._level_savings(model, sym, params, rows, tiles.shape[2:], shifts, used).sum())
+        return used
+
+    plain = codec.encode_image(from_array(img), lambda c: model, tile=8, group=3, level_sets=False)[1].nll_bits
+    monkeypatch.setattr(codec, "choose_level_sets", every_channels_set)
+    restricted = codec.encode_image(from_array(img), lambda c: model, tile=8, group=3)[1].nll_bits
+    assert seen["saved"] > 0
+    assert seen["saved"] == pytest.approx(plain - restricted, rel=1e-9, abs=1e-6)
+
+
+def test_level_set_choice_measures_more_pixels_only_when_too_close_to_call(monkeypatch):
+    """The choice starts from a sample; a clear saving is decided there, while a saving it cannot
+    tell from the field's cost makes it measure 4x as many pixels, up to every pixel, where it
+    takes the choice that every pixel's measurement gives."""
+    from arcompress import zoo
+    model = zoo.resolve(zoo.DEFAULTS[3])
+    img = natural_image(48, 40, 3, seed=13) // 4 * 4
+    tiles, inside = TilePlan(48, 40, 16, 4).split(torch.from_numpy(img).permute(2, 0, 1))
+    params = codec.exact_params(model, tiles, inside, torch.device("cpu"))
+    offsets = codec._tile_offsets(params, tiles, inside, True)
+    sizes = []
+    measure = codec._level_savings
+    monkeypatch.setattr(codec, "_level_savings", lambda *a: (sizes.append(len(a[3])), measure(*a))[1])
+
+    def choose(sample):
+        sizes.clear()
+        return codec.choose_level_sets(model, tiles, inside, params, offsets, sample=sample)
+
+    every = choose(1 << 30)
+    assert sizes == [48 * 40] and all(m is not None for m in every)
+    assert choose(64) == every and sizes == [64]  # multiples of 4: a clear gain, seen on 64 pixels
+    monkeypatch.setattr(codec, "LEVEL_SAMPLE_Z", float("inf"))  # nothing is clear any more
+    monkeypatch.setattr(codec, "LEVEL_SAMPLE_TOLERANCE_BITS", 0)
+    assert choose(64) == every and sizes == [64, 256, 1024, 48 * 40]
+    monkeypatch.setattr(codec, "LEVEL_SAMPLE_TOLERANCE_BITS", float("inf"))  # any wrong call is cheap
+    assert choose(64) == every and sizes == [64]
+
+
 def test_level_sets_are_written_where_they_pay():
     """With the shipped RGB model: an image whose levels are all multiples of 4 gets level sets
     and a much smaller file; one that uses every level in every channel gets none."""
