@@ -112,12 +112,18 @@ def float_nll_bits(img: ImageData, tile: int, model_for=None) -> tuple[float, fl
     return own, adapted
 
 
+def level_set_counts(data: bytes) -> list[int | None]:
+    """Per coded channel of the .arc file ``data``, the number of levels its level set admits
+    (None: no set), as ``arcompress info`` reports them."""
+    return [n for m in arcompress.api.info(data)["models"] for n in m["level_sets"] or []]
+
+
 def add_level_set_fields(row: dict, img: ImageData, data: bytes, tile: int = codec.DEFAULT_TILE) -> None:
     """Add to an arcompress row what the level sets of its file ``data`` (format 8) hold and save:
     per channel the number of levels each set admits (None: no set); where there are sets, the
     bits per sub-pixel written and the exact NLL of the same encode without them; and the
     conversion's cost, which compares like with like (the float NLL knows no level sets)."""
-    sets = [n for m in arcompress.api.info(data)["models"] for n in m["level_sets"] or []]
+    sets = level_set_counts(data)
     row["level_sets"] = sets
     if any(k is not None for k in sets):
         plain, stats = codec.encode_image(img, tile=tile, progress=False, level_sets=False)
@@ -397,8 +403,8 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print, reche
                 elif recheck and row["arcompress"].get("encoder_checked", "") < results["recheck_started"]:
                     img = load(path, crop)
                     data, _ = codec.encode_image(img, progress=False)
-                    sets = [n for m in arcompress.api.info(data)["models"] for n in m["level_sets"] or []]
-                    if len(data) != row["arcompress"]["bytes"] or sets != row["arcompress"]["level_sets"]:
+                    if (len(data) != row["arcompress"]["bytes"]
+                            or level_set_counts(data) != row["arcompress"]["level_sets"]):
                         before = row["arcompress"]["bpsp_written"]
                         row["arcompress"], data = arcompress_row(img, decode=False)
                         row["arcompress"].update(cli_round_trip(img, data, workdir))
