@@ -35,7 +35,7 @@ from arcompress import codec, container, zoo
 from arcompress.media import ImageData, from_array, write_image
 
 from .audio import unpack_deb
-from .images import CODECS, DATA as DEV, classical_sizes, float_tile_bits, load, run_cli, start_results
+from .images import CODECS, DATA as DEV, classical_sizes, float_tile_bits, level_set_counts, load, run_cli, start_results
 
 DATA = Path(__file__).resolve().parent / "data"
 FASHION = DATA / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
@@ -121,7 +121,7 @@ def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path,
         row = {"image": name, "bytes": len(data), "header_bytes": len(data) - stats.payload_bytes,
                "model": stats.models[0], "exact_nll_bits": stats.nll_bits, "float_nll_bits": float(own),
                "float_nll_adapted_bits": float(adapted), "format_version": data[4],
-               "classical_bytes": classical_sizes(a)}
+               "level_sets": level_set_counts(data), "classical_bytes": classical_sizes(a)}
         if k < PER_FILE_DECODES:
             t0 = time.perf_counter()
             back = codec.decode_image(data, find, progress=False)
@@ -149,6 +149,7 @@ def run_set(model_name: str, items: list[tuple[str, np.ndarray]], workdir: Path,
         "per_file_decode_images_per_s": min(n, PER_FILE_DECODES) / t_dec,
         "per_file_decoded": min(n, PER_FILE_DECODES),
         "stream": {"bytes": len(stream), "header_bytes": len(stream) - sstats.payload_bytes,
+                   "level_sets": level_set_counts(stream),
                    "exact_nll_bits": sstats.nll_bits, "encode_images_per_s": n / t_stream_enc,
                    "decode_images_per_s": n / t_stream_dec, "round_trip_exact": True},
         "cli": cli_measure(model_name, items[0][1], workdir),
@@ -226,6 +227,18 @@ def _models_used(r: dict) -> str:
     return f"picked per file: {counts}; the stream: `{r['stream_model']}`"
 
 
+def _level_set_note(r: dict) -> str:
+    """How many of a set's files carry level sets (format 8), or "" for results that did not record it."""
+    if not all("level_sets" in x for x in r["rows"]):
+        return ""
+    with_sets = [x for x in r["rows"] if any(n is not None for n in x["level_sets"])]
+    if not with_sets:
+        return " No file carries level sets."
+    header = np.mean([x["header_bytes"] for x in with_sets])
+    return (f" {len(with_sets)} files carry level sets (their headers {header:.1f} bytes on average, "
+            f"the set fields included); the stream {'does' if any(n is not None for n in r['stream'].get('level_sets', [])) else 'does not'}.")
+
+
 def summarize(results: dict) -> str:
     """Markdown for the small-image sets."""
     m = results["machine"]
@@ -246,8 +259,9 @@ def summarize(results: dict) -> str:
             lines.append(f"| {label} | {v:.1f} | {v / dims:.3f} | {100 * (v / bits[best] - 1):+.1f} % |")
         hb = np.mean([x["header_bytes"] for x in r["rows"]])
         wins = sum(x["bytes"] < min(x["classical_bytes"][c] for c in CODECS) for x in r["rows"])
-        lines += ["", f"One file per image: header {hb:.0f} bytes each; smaller than every classical codec on "
-                      f"{wins} of {r['images']} images. One stream: {r['stream']['header_bytes']} header bytes "
+        lines += ["", f"One file per image: header {hb:.1f} bytes on average; smaller than every classical "
+                      f"codec on {wins} of {r['images']} images.{_level_set_note(r)} One stream: "
+                      f"{r['stream']['header_bytes']} header bytes "
                       f"for all {r['images']}, decoded and checked image by image. Speed: one file each "
                       f"{r['per_file_encode_images_per_s']:.1f} images/s encode, "
                       f"{r['per_file_decode_images_per_s']:.1f} images/s decode (first {r['per_file_decoded']}); "
