@@ -385,26 +385,11 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print, reche
                     row["arcompress"].update(cli_round_trip(img, data, workdir))
                     save()
                     log(f"{set_name} {path.name}: remeasured, {row['arcompress']['bpsp_written']:.3f} bpsp written")
-                elif "level_sets" not in row["arcompress"]:
-                    # a format-8 row measured before the benchmark recorded the level sets: encode
-                    # it again (the same bytes, checked) to read them and measure their gain
-                    img = load(path, crop)
-                    coded = arcompress.media.to_coded(img)
-                    if all(len(np.unique(coded[..., c])) == 256 for c in range(coded.shape[2])):
-                        row["arcompress"]["level_sets"] = [None] * coded.shape[2]  # every level used
-                        save()
-                        continue
-                    data, _ = codec.encode_image(img, progress=False)
-                    if len(data) != row["arcompress"]["bytes"]:
-                        raise RuntimeError(f"{path.name}: the encoder no longer writes the measured file")
-                    add_level_set_fields(row["arcompress"], img, data)
-                    save()
-                    log(f"{set_name} {path.name}: level sets {row['arcompress']['level_sets']}")
                 elif recheck and row["arcompress"].get("encoder_checked", "") < results["recheck_started"]:
                     img = load(path, crop)
                     data, _ = codec.encode_image(img, progress=False)
                     if (len(data) != row["arcompress"]["bytes"]
-                            or level_set_counts(data) != row["arcompress"]["level_sets"]):
+                            or level_set_counts(data) != row["arcompress"].get("level_sets")):
                         before = row["arcompress"]["bpsp_written"]
                         row["arcompress"], data = arcompress_row(img, decode=False)
                         row["arcompress"].update(cli_round_trip(img, data, workdir))

@@ -235,8 +235,9 @@ def _level_set_note(r: dict) -> str:
     if not with_sets:
         return " No file carries level sets."
     header = np.mean([x["header_bytes"] for x in with_sets])
+    stream = "does" if any(n is not None for n in r["stream"].get("level_sets", [])) else "does not"
     return (f" {len(with_sets)} files carry level sets (their headers {header:.1f} bytes on average, "
-            f"the set fields included); the stream {'does' if any(n is not None for n in r['stream'].get('level_sets', [])) else 'does not'}.")
+            f"the set fields included); the stream {stream}.")
 
 
 def summarize(results: dict) -> str:
