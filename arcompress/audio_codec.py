@@ -32,11 +32,12 @@ from tqdm import tqdm
 from . import container, zoo
 from . import fixedpoint as fp
 from .audio_head import LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, chunk_lpc, exact_lpc_step, residual
+from .audio_modes import EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, coupled, exact, pack_modes, unpack_modes, uses_reference
 from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
 from .head import PRECISION, exact_bits
-from .tapcode import pack_taps, unpack_taps
+from .tapcode import SHIFT_BITS, pack_taps, rice_bits, unpack_taps
 from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
 DEFAULT_CHUNK = container.AUDIO_DEFAULT_CHUNK
@@ -108,14 +109,6 @@ def coded_taps(version: int | None) -> bool:
     return (container.FORMAT_VERSION if version is None else version) >= container.CODED_TAPS_VERSION
 
 
-def segment_predictors(model: zoo.ExactModel, lay: "_Layout", m: torch.Tensor,
-                       version: int | None = None) -> Predictor:
-    """The encoder's predictors for the streams ``m`` (S, N) of one segment, for files of format
-    ``version`` (default: the one written now)."""
-    cfg = model.config
-    return chunk_lpc(m, lay.lengths(), cfg.lpc, lay.refs(m), lay.has_ref, cfg.lpc_cross, coded=coded_taps(version))
-
-
 def pack_predictors(pred: Predictor, has_ref: torch.Tensor, version: int | None = None) -> bytes:
     """The predictors as a segment of format ``version`` (default: the one written now) stores
     them: Rice-coded (tapcode.py), or (versions 1-6) shifts (one byte per stream), own taps
@@ -150,6 +143,82 @@ def unpack_predictors(payload: bytes, has_ref: torch.Tensor, order: int, cross: 
     return Predictor(taps, xt, shift), size
 
 
+def _configure(model: zoo.ExactModel, ops, m: torch.Tensor, ref: torch.Tensor, use_ref: torch.Tensor,
+               lengths: torch.Tensor, rate: int, device: torch.device):
+    """The encoder's predictors, exact predictions (MEAN_BITS fractional bits, (R, N)) and
+    network parameters ((R, 4K, N) int64) of streams ``m`` (R, N) whose reference channels are
+    ``ref`` (R, N), taken only where ``use_ref`` (R,) is true.  Every stream's figures depend on
+    that stream alone."""
+    cfg = model.config
+    ref = torch.where(use_ref.view(-1, 1), ref, 0)
+    pred = chunk_lpc(m, lengths, cfg.lpc, ref, use_ref, cfg.lpc_cross, coded=coded_taps(None))
+    lpc = pred.exact_prediction(m, ref)
+    x = embed_fixed(m, residual(m, lpc), ref, use_ref, rate, model.ops.tables["mulaw"])
+    return pred, lpc, forward(ops, x.to(device)).to(torch.int64).cpu()
+
+
+def _stream_bits(head: ExactAudioHead, params: torch.Tensor, lpc: torch.Tensor, e_ref: torch.Tensor,
+                 m: torch.Tensor, inside: torch.Tensor, step_bits: int) -> torch.Tensor:
+    """The mixture's code length (bits, (R,) float64) of the samples of R streams, without the
+    tables' rounding (ExactAudioHead.sample_bits): params (R, 4K, N), lpc and e_ref (R, N) at
+    MEAN_BITS, m (R, N) the samples, inside (R, N) the samples that exist."""
+    R, _, N = params.shape
+    head.start(params.transpose(1, 2).reshape(R * N, -1), lpc.reshape(-1), e_ref.reshape(-1))
+    return (head.sample_bits(m.reshape(-1), step_bits).view(R, N) * inside).sum(1)
+
+
+def _tap_bits(pred: Predictor, with_cross: bool) -> torch.Tensor:
+    """Bits (R,) of each stream's Rice-coded predictor (tapcode.py), cross taps if ``with_cross``."""
+    bits = SHIFT_BITS + rice_bits(pred.taps)[0]
+    if with_cross and pred.cross.shape[1]:
+        bits = bits + rice_bits(pred.cross)[0]
+    return bits.to(torch.float64)
+
+
+def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout", m: torch.Tensor,
+                 pred: Predictor, lpc: torch.Tensor, params: torch.Tensor, step_bits: int, rate: int,
+                 device: torch.device) -> torch.Tensor:
+    """The stream modes (audio_modes.py) of one segment, chosen by the exact code length.
+
+    ``pred``, ``lpc`` and ``params`` hold every stream's figures with the reference channel
+    used (mode 0); the rows of the streams that are best coded without it are replaced in
+    place.  A stream whose predictor gives every sample exactly is coded without symbols.  The
+    channels are decided in order, because a channel's coupling reads the prediction of the
+    channel before it, which that channel's mode sets.
+    """
+    inside = lay.inside.repeat_interleave(lay.C, 0)  # (S, N)
+    some = inside.any(1)
+    exact_full = ((residual(m, lpc) == 0) | ~inside).all(1) & some
+    modes = torch.where(exact_full, EXACT, 0).to(torch.int64)
+    rows = lay.has_ref.nonzero()[:, 0]
+    if not len(rows):
+        return modes
+    p_b, l_b, q_b = _configure(model, ops, m[rows], lay.refs(m)[rows], torch.zeros(len(rows), dtype=torch.bool),
+                               lay.lengths()[rows], rate, device)
+    exact_none = ((residual(m[rows], l_b) == 0) | ~inside[rows]).all(1) & some[rows]
+    taps_full = _tap_bits(Predictor(pred.taps[rows], pred.cross[rows], pred.shift[rows]), True)
+    taps_none = _tap_bits(p_b, False)
+    for c in range(1, lay.C):
+        sel = rows % lay.C == c
+        r = rows[sel]
+        e_full = (m[r - 1] << MEAN_BITS) - lpc[r - 1]
+        zero = torch.zeros_like(e_full)
+        cost = torch.stack([
+            _stream_bits(head, params[r], lpc[r], e_full, m[r], inside[r], step_bits) + taps_full[sel],
+            _stream_bits(head, q_b[sel], l_b[sel], zero, m[r], inside[r], step_bits) + taps_none[sel],
+            _stream_bits(head, params[r], lpc[r], zero, m[r], inside[r], step_bits) + taps_full[sel]], 1)
+        choice = torch.tensor([REF_FULL, REF_NONE, REF_TAPS])[cost.argmin(1)]
+        choice = torch.where(exact_full[r], EXACT | REF_FULL,
+                             torch.where(exact_none[sel], EXACT | REF_NONE, choice))
+        modes[r] = choice
+        alone = (choice & REF_MASK) == REF_NONE
+        if bool(alone.any()):
+            ra, sa = r[alone], sel.nonzero()[:, 0][alone]
+            pred.taps[ra], pred.cross[ra], pred.shift[ra] = p_b.taps[sa], p_b.cross[sa], p_b.shift[sa]
+            lpc[ra], params[ra] = l_b[sa], q_b[sa]
+    return modes
+
+
 def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, wasted: int, low_bits: int,
                    chunk: int, device: torch.device, stats: AudioEncodeStats) -> bytes:
     """Code one segment: native samples (frames, C) -> payload bytes."""
@@ -157,20 +226,22 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
     lay = _Layout(len(native), info.channels, chunk)
     m = lay.streams(to_model(native, info.bits))
     ref = lay.refs(m)
-    pred = segment_predictors(model, lay, m)
-    lpc = pred.exact_prediction(m, ref)  # (S, N)
-    x = embed_fixed(m, residual(m, lpc), ref, lay.has_ref, info.rate, model.ops.tables["mulaw"])
-    params = forward(ops, x.to(device)).to(torch.int64).cpu()  # (S, 4K, N)
-    e_ref = torch.where(lay.has_ref.view(-1, 1), (ref << MEAN_BITS) - torch.roll(lpc, 1, 0), 0)
+    pred, lpc, params = _configure(model, ops, m, ref, lay.has_ref, lay.lengths(), info.rate, device)
+    step_bits = min(wasted, 8)
+    head = ExactAudioHead(model.ops.tables, model.config.mixtures)  # the head runs on the CPU
+    modes = torch.zeros(len(m), dtype=torch.int64)
+    if container.FORMAT_VERSION >= container.STREAM_MODES_VERSION:
+        modes = choose_modes(model, ops, head, lay, m, pred, lpc, params, step_bits, info.rate, device)
+    use_ref = uses_reference(modes, lay.has_ref)
+    e_ref = torch.where(coupled(modes, lay.has_ref).view(-1, 1), (ref << MEAN_BITS) - torch.roll(lpc, 1, 0), 0)
     B, C, N = lay.B, lay.C, lay.N
     # rows in decoding order: (t, c, b); a: (S, N) or (S, N, X)
     order = lambda a: a.reshape(B, C, N, -1).permute(2, 1, 0, 3).reshape(N * C * B, -1)  # noqa: E731
     p_rows, lpc_rows, e_rows = order(params.transpose(1, 2)), order(lpc)[:, 0], order(e_ref)[:, 0]
     u_rows = order(m)[:, 0] + 32768
     ins_rows = lay.inside.t().reshape(N, 1, B).expand(N, C, B).reshape(-1)
+    coded_rows = ins_rows & ~order(exact(modes).view(-1, 1).expand(-1, N))[:, 0]
     low_rows = order(lay.streams(native.astype(np.int64) & 255))[:, 0] if low_bits else None
-    step_bits = min(wasted, 8)
-    head = ExactAudioHead(model.ops.tables, model.config.mixtures)  # the head runs on the CPU
     enc = Encoder()
     per = max(C * B, (HEAD_ROWS // (C * B)) * C * B)  # whole time steps per block
     uniform = torch.full((1, 256), 1 << (PRECISION - 8), dtype=torch.int64)
@@ -178,23 +249,27 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
         e = min(s + per, len(p_rows))
         head.start(p_rows[s:e], lpc_rows[s:e], e_rows[s:e])
         u = u_rows[s:e]
-        tables, syms = [head.high_freqs()], [u >> 8]
+        tables, syms, keeps = [head.high_freqs()], [u >> 8], [coded_rows[s:e]]
         if step_bits < 8:
             tables.append(head.low_freqs(u >> 8, step_bits))
             syms.append((u & 255) >> step_bits)
+            keeps.append(coded_rows[s:e])
         if low_bits:
             tables.append(uniform.expand(e - s, 256))
             syms.append(low_rows[s:e])
+            keeps.append(ins_rows[s:e])
         # (t, c, stage, b) order
         st = len(tables)
         f = torch.stack(tables, 1)
         f = f.view(-1, B, st, 256).transpose(1, 2).reshape(-1, 256)
         sy = torch.stack(syms, 1).view(-1, B, st).transpose(1, 2).reshape(-1)
-        keep = ins_rows[s:e].view(-1, B, 1).expand(-1, B, st).transpose(1, 2).reshape(-1)
+        keep = torch.stack(keeps, 1).view(-1, B, st).transpose(1, 2).reshape(-1)
         f, sy = f[keep], sy[keep]
         stats.nll_bits += float(exact_bits(f, sy).sum())
         enc.encode(sy, f)
-    prefix = pack_predictors(pred, lay.has_ref)
+    prefix = pack_predictors(pred, use_ref)
+    if container.FORMAT_VERSION >= container.STREAM_MODES_VERSION:
+        prefix = pack_modes(modes) + prefix
     stats.nll_bits += 8 * len(prefix)
     return prefix + enc.finish(trimmed=container.FORMAT_VERSION >= container.COMPACT_VERSION)
 
@@ -212,7 +287,13 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
     lay = _Layout(frames, info.channels, chunk)
     B, C, N = lay.B, lay.C, lay.N
     P, Q = model.config.lpc, model.config.lpc_cross
-    pred, size = unpack_predictors(payload, lay.has_ref, P, Q, version)
+    modes, msize = torch.zeros(B * C, dtype=torch.int64), 0
+    if version >= container.STREAM_MODES_VERSION:
+        modes, msize = unpack_modes(payload, C, B * C)
+    has_ref, couple = uses_reference(modes, lay.has_ref), coupled(modes, lay.has_ref).view(B, C)
+    no_symbols = exact(modes).view(B, C)
+    pred, size = unpack_predictors(payload[msize:], has_ref, P, Q, version)
+    size += msize
     # oldest-first windows (below) take the taps in reverse order: the same exact sums
     own = pred.taps.flip(-1).to(torch.float64).view(B, C, P)
     crs = pred.cross.flip(-1).to(torch.float64).view(B, C, Q)
@@ -227,7 +308,6 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
     eprev = torch.zeros(B, C, dtype=torch.int64)  # the predictor's last error per stream
     low = torch.zeros(B, C, N, dtype=torch.int64)
     step_bits = min(wasted, 8)
-    has_ref = lay.has_ref
     zeros = torch.zeros(B, dtype=torch.int64)
     for t in range(N):
         prev = hist[:, :, H + t - 1].to(torch.int64).reshape(-1) if t else torch.zeros(B * C, dtype=torch.int64)
@@ -243,16 +323,18 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
                 lpc = exact_lpc_step(window, coef[:, c], shifts[:, c])
             else:
                 lpc = exact_lpc_step(window, own[:, c], shifts[:, c])
-            e_ref = zeros if c == 0 else (s_prev << MEAN_BITS) - lpc_prev
+            e_ref = zeros if c == 0 else torch.where(couple[:, c], (s_prev << MEAN_BITS) - lpc_prev, 0)
             head.start(params[:, c], lpc, e_ref)
+            coded = m & ~no_symbols[:, c]
             hi = torch.zeros(B, dtype=torch.int64)
-            hi[m] = dec.decode(head.high_freqs()[m])
+            hi[coded] = dec.decode(head.high_freqs()[coded])
             lo = torch.zeros(B, dtype=torch.int64)
             if step_bits < 8:
-                lo[m] = dec.decode(head.low_freqs(hi, step_bits)[m]) << step_bits
+                lo[coded] = dec.decode(head.low_freqs(hi, step_bits)[coded]) << step_bits
             if low_bits:
                 low[m, c, t] = dec.decode(torch.full((int(m.sum()), 256), 1 << (PRECISION - 8), dtype=torch.int64))
-            s = ((hi << 8) | (lo & 255)) - 32768
+            # a stream without symbols is its prediction (clamped: a corrupt file then fails its CRC)
+            s = torch.where(no_symbols[:, c], (lpc >> MEAN_BITS).clamp(-32768, 32767), ((hi << 8) | (lo & 255)) - 32768)
             hist[:, c, H + t] = s.to(torch.float64)
             eprev[:, c] = residual(s, lpc)
             lpc_prev, s_prev = lpc, s

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from . import fixedpoint as fp
-from .head import freqs_from_masses, prior_weights
+from .head import PRECISION, freqs_from_masses, prior_weights
 from .tapcode import SHIFT_BITS, rice_bits
 
 #: a network mean of 1.0 (real units) moves the component mean by MEAN_GAIN samples
@@ -349,6 +349,22 @@ class ExactAudioHead:
         # freqs_from_masses never has to halve it
         mass = torch.floor((self.weights_f.unsqueeze(-1) * mass).sum(1) * 2.0 ** -13).to(torch.int64)
         return freqs_from_masses(torch.nn.functional.pad(mass, (0, 256 - mass.shape[-1])))
+
+    def sample_bits(self, samples: torch.Tensor, step_bits: int = 0) -> torch.Tensor:
+        """The mixture's code length in bits (N,) float64 of ``samples`` (N,) int16 values, each
+        a bin of ``2**step_bits`` values (wasted low bits): the ideal length the two tables
+        approach, without their rounding to 2**24 (the encoder's estimate for choices; the
+        coder always uses the tables)."""
+        q = 1 << step_bits
+        s = samples.to(torch.int64)
+        half = 1 << (MEAN_BITS - 1)
+        edges = torch.stack([(s << MEAN_BITS) - half, ((s + q - 1) << MEAN_BITS) + half], -1)
+        cdf = self._cdf(edges.unsqueeze(1))  # (N, K, 2)
+        lo = torch.where((s == -32768).unsqueeze(-1), 0.0, cdf[..., 0])
+        hi = torch.where((s + q - 1 >= 32767).unsqueeze(-1), float(1 << CDF_ONE_BITS), cdf[..., 1])
+        mass = (self.weights_f * (hi - lo).clamp_min(0)).sum(-1)
+        total = self.weights_f.sum(-1) * float(1 << CDF_ONE_BITS)
+        return -torch.log2((mass / total).clamp_min(2.0 ** -(PRECISION + 8)))
 
     def high_freqs(self) -> torch.Tensor:
         n = self.mean.shape[0]

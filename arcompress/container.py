@@ -1,6 +1,6 @@
 """The .arc file format (DESIGN section 4).
 
-Image layout, versions 5-8 (integers are unsigned LEB128 varints unless a size is given)::
+Image layout, versions 5-9 (integers are unsigned LEB128 varints unless a size is given)::
 
     magic      4 bytes  b"\\x8bARC"
     version    1 byte   FORMAT_VERSION
@@ -55,13 +55,15 @@ Audio files (kind 2) share the first 7 bytes; then, from version 6 (see :func:`p
     segments   ceil(ceil(frames / chunk) / group) of them, each a varint byte length + bytes,
                so that a long recording is written and read one segment at a time; from
                version 5 a segment's range-coded stream is trimmed (coder.py); from version 7
-               its linear predictors are Rice-coded (tapcode.py), before that 16 bits a tap
+               its linear predictors are Rice-coded (tapcode.py), before that 16 bits a tap;
+               from version 9 the predictors follow the streams' coding modes (audio_modes.py)
 
 The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote, after the kind byte: channels
 (1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
 (always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
 Versions 6 and 7 write image files exactly as version 5 did; version 8 too, unless a channel's
-level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION).
+level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION); version 9 changes
+audio segments only.
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -77,9 +79,9 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 8
+FORMAT_VERSION = 9
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
@@ -95,6 +97,9 @@ CODED_TAPS_VERSION = 7
 #: from this version on, an image plane group may carry the set of levels each channel uses
 #: (HAS_LEVELS); the coder then gives the levels outside it no probability beyond the minimum
 LEVEL_SETS_VERSION = 8
+#: from this version on, each audio segment starts with its streams' coding modes
+#: (audio_modes.py): whether a channel uses the one before it, and streams coded without symbols
+STREAM_MODES_VERSION = 9
 #: the last version that changed how image files are written (later ones write the same bytes
 #: apart from the version byte)
 IMAGE_LAYOUT_VERSION = LEVEL_SETS_VERSION

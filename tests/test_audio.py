@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from arcompress import audio_codec, audiofile, container
 from arcompress.audio_head import ExactAudioHead, chunk_lpc, exact_lpc_step, predictor_windows, residual
+from arcompress.audio_modes import EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, pack_modes, unpack_modes
 from arcompress.audiofile import AudioInfo
 from arcompress.cli import main
 from arcompress.coder import DecodeError
@@ -96,7 +97,10 @@ def test_cross_taps_are_stored_for_reference_streams_only(audio_models):
 def _predictors(model, native, version=None):
     lay = audio_codec._Layout(len(native), native.shape[1], 300)
     m = lay.streams(native.astype(np.int64))
-    return audio_codec.segment_predictors(model, lay, m, version), lay.has_ref
+    cfg = model.config
+    pred = chunk_lpc(m, lay.lengths(), cfg.lpc, lay.refs(m), lay.has_ref, cfg.lpc_cross,
+                     coded=audio_codec.coded_taps(version))
+    return pred, lay.has_ref
 
 
 def test_head_tables_are_valid_and_exact(audio_models):
@@ -148,17 +152,18 @@ def test_wasted_bits_and_24_bit_low_byte(audio_models):
 def test_older_audio_versions_still_decode(audio_models, monkeypatch):
     """Version 4 wrote constriction's whole little-endian words; version 5 trims them; version 6
     writes a compact header; version 7 Rice-codes the predictors; version 8 (image level sets)
-    writes audio as version 7 did.  All decode."""
+    writes audio as version 7 did; version 9 adds the stream modes (one byte per segment when
+    every stream has mode 0).  All decode."""
     x = tone(600, 2, seed=3)
     old = {}
-    for version in (4, 5, 6, 7):
+    for version in (4, 5, 6, 7, 8):
         monkeypatch.setattr(container, "FORMAT_VERSION", version)
         old[version] = roundtrip(audio_models["tiny"], x)[1]
         monkeypatch.undo()
     back, new, _ = roundtrip(audio_models["tiny"], x)
-    assert (old[4][4], old[5][4], old[6][4], old[7][4], new[4]) == (4, 5, 6, 7, 8)
-    assert len(new) < len(old[6]) < len(old[5]) < len(old[4])
-    assert len(new) == len(old[7])  # the same bytes but for the version and the header CRC
+    assert [d[4] for d in (*old.values(), new)] == [4, 5, 6, 7, 8, 9]
+    assert len(old[7]) < len(old[6]) < len(old[5]) < len(old[4])
+    assert len(old[8]) == len(old[7])  # the same bytes but for the version and the header CRC
     assert len(old[5]) - len(old[6]) >= 24 + 20  # the digest's last 24 bytes and the metadata JSON
     for data in old.values():
         gen = audio_codec.decode_stream(container.audio_reader(data), lambda n, d: audio_models["tiny"])
@@ -265,6 +270,81 @@ def test_corrupt_and_truncated_files_fail_cleanly(audio_models, which):
         except (container.FormatError, DecodeError):
             continue
         assert np.array_equal(np.concatenate(out), x)  # a flip that changes nothing decoded
+
+
+# ----------------------------------------------------------------------------- stream modes
+
+def test_stream_modes_pack_and_reject_corrupt_fields():
+    rng = np.random.default_rng(4)
+    for streams, channels in [(1, 1), (6, 2), (9, 3)]:
+        first = torch.arange(streams) % channels == 0
+        ref = torch.tensor(rng.choice([REF_FULL, REF_NONE, REF_TAPS], streams))
+        modes = torch.where(first, 0, ref) | torch.tensor(rng.choice([0, EXACT], streams))
+        data = pack_modes(modes)
+        back, size = unpack_modes(data + b"\x33 rest", channels, streams)
+        assert size == len(data) and torch.equal(back, modes)
+    assert pack_modes(torch.zeros(5, dtype=torch.int64)) == b"\x00"
+    for bad in [b"", b"\x02", b"\x01", b"\x01\x30", b"\x01\x10", b"\x01\x08", b"\x01\x03", b"\x01\x00\x01"]:
+        with pytest.raises(container.FormatError):
+            unpack_modes(bad, 2, 3 if bad == b"\x01\x00\x01" else 2)
+
+
+def test_copied_channel_and_silence_cost_no_symbols(audio_models):
+    """A channel equal to the one before it, and a silent chunk, are exact predictions: their
+    streams are coded without symbols, so a stereo copy costs about what the mono file costs."""
+    model = audio_models["cross"]
+    x = tone(600, 1, seed=8)
+    x[128:256] = 0  # one silent chunk
+    back, mono, _ = roundtrip(model, x, chunk=128, group=5)
+    assert np.array_equal(back, x)
+    st = np.concatenate([x, x], 1)
+    back, stereo, _ = roundtrip(model, st, chunk=128, group=5)
+    assert np.array_equal(back, st)
+    modes, _ = unpack_modes(_first_segment(stereo), 2, 10)
+    exact_first = (modes[0::2] & EXACT) > 0
+    assert (modes[1::2] & EXACT).all() and exact_first.tolist() == [False, True, False, False, False]
+    assert len(stereo) - len(mono) < 5 * 12  # the copy's predictors only (at most 12 bytes a chunk)
+
+
+def _first_segment(data: bytes) -> bytes:
+    r = container.audio_reader(data)
+    container.read_audio_header(r)
+    return container.read_segment(r)
+
+
+@pytest.mark.parametrize("channels", [2, 3])
+def test_every_stream_mode_decodes_exactly(audio_models, monkeypatch, channels):
+    """Whatever modes the encoder chooses (here at random, the choice's costs replaced by random
+    numbers), the decoder rebuilds the same tables: files round-trip, and a channel coded without
+    its reference changes the bytes."""
+    model = audio_models["cross"]
+    x = tone(700, channels, seed=11)
+    _, chosen, _ = roundtrip(model, x, chunk=100, group=7)
+    rng = np.random.default_rng(2)
+    monkeypatch.setattr(audio_codec, "_stream_bits",
+                        lambda head, params, *a: torch.from_numpy(rng.random(params.shape[0]) * 1e6))
+    for _ in range(3):
+        back, data, _ = roundtrip(model, x, chunk=100, group=7)
+        assert np.array_equal(back, x)
+        modes, _ = unpack_modes(_first_segment(data), channels, 7 * channels)
+        later = modes[torch.arange(7 * channels) % channels > 0] & REF_MASK
+        assert {REF_FULL, REF_NONE, REF_TAPS} >= set(later.tolist()) and len(set(later.tolist())) > 1
+        assert data != chosen
+
+
+def test_mode_choice_never_costs_more_than_the_reference(audio_models, monkeypatch):
+    """The modes the encoder chooses write no more (to a few bytes of rounding) than coding every
+    channel with its reference, as versions 1-8 did."""
+    model = audio_models["cross"]
+    rng = np.random.default_rng(5)
+    left = tone(1000, 1, seed=12)
+    x = np.concatenate([left, rng.integers(-3000, 3000, (1000, 1)).astype(np.int32)], 1)  # unrelated channels
+    _, chosen, st_chosen = roundtrip(model, x, chunk=250, group=4)
+    monkeypatch.setattr(audio_codec, "choose_modes", lambda *a, **k: torch.zeros(8, dtype=torch.int64))
+    back, fixed, st_fixed = roundtrip(model, x, chunk=250, group=4)
+    assert np.array_equal(back, x)
+    assert st_chosen.nll_bits <= st_fixed.nll_bits + 16
+    assert len(chosen) <= len(fixed) + 2
 
 
 # ----------------------------------------------------------------------------- files and CLI
