@@ -156,12 +156,14 @@ CLASSICAL = {"FLAC-8": flac_bytes, "WavPack-hh": wavpack_bytes,
 # ----------------------------------------------------------------------------- arcompress
 
 def float_nll(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, chunk: int) -> float:
-    """The float model's NLL (bits) of the same chunks the codec codes."""
-    fm = model.float_model()
+    """The float model's NLL (bits) of the same chunks the codec codes, every channel after the
+    first using the one before it (stream mode 0: the network's own figure, before the
+    encoder's choice of modes, audio_modes.py)."""
+    fm, cfg = model.float_model(), model.config
     lay = audio_codec._Layout(len(native), info.channels, chunk)
     m = lay.streams(to_model(native, info.bits))
     ref = lay.refs(m)
-    lpc = audio_codec.segment_predictors(model, lay, m)
+    lpc = chunk_lpc(m, lay.lengths(), cfg.lpc, ref, lay.has_ref, cfg.lpc_cross)
     pred = lpc.float_prediction(m, ref)
     ref_pred = torch.roll(pred, 1, 0) * lay.has_ref.view(-1, 1)
     resid = residual(m, lpc.exact_prediction(m, ref))
