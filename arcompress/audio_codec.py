@@ -178,7 +178,8 @@ def _tap_bits(pred: Predictor, with_cross: bool) -> torch.Tensor:
 def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout", m: torch.Tensor,
                  pred: Predictor, lpc: torch.Tensor, params: torch.Tensor, step_bits: int, rate: int,
                  device: torch.device) -> torch.Tensor:
-    """The stream modes (audio_modes.py) of one segment, chosen by the exact code length.
+    """The stream modes (audio_modes.py) of one segment, each chosen by its code length: the
+    exact mixture's mass at every sample (:func:`_stream_bits`) plus the predictor's bits.
 
     ``pred``, ``lpc`` and ``params`` hold every stream's figures with the reference channel
     used (mode 0); the rows of the streams that are best coded without it are replaced in
