@@ -32,7 +32,8 @@ from tqdm import tqdm
 from . import container, zoo
 from . import fixedpoint as fp
 from .audio_head import LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, chunk_lpc, exact_lpc_step, residual
-from .audio_modes import EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, coupled, exact, pack_modes, unpack_modes, uses_reference
+from .audio_modes import (EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, coupled, exact, pack_modes, unpack_modes,
+                          uses_reference)
 from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
@@ -335,7 +336,8 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
             if low_bits:
                 low[m, c, t] = dec.decode(torch.full((int(m.sum()), 256), 1 << (PRECISION - 8), dtype=torch.int64))
             # a stream without symbols is its prediction (clamped: a corrupt file then fails its CRC)
-            s = torch.where(no_symbols[:, c], (lpc >> MEAN_BITS).clamp(-32768, 32767), ((hi << 8) | (lo & 255)) - 32768)
+            s = torch.where(no_symbols[:, c], (lpc >> MEAN_BITS).clamp(-32768, 32767),
+                            ((hi << 8) | (lo & 255)) - 32768)
             hist[:, c, H + t] = s.to(torch.float64)
             eprev[:, c] = residual(s, lpc)
             lpc_prev, s_prev = lpc, s
