@@ -27,26 +27,28 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import container, zoo
 from . import fixedpoint as fp
-from .audio_head import LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, chunk_lpc, exact_lpc_step, residual
+from .audio_head import (LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, choose_lpc, chunk_lpc, exact_lpc_step,
+                         residual)
 from .audio_modes import (EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, coupled, exact, pack_modes, unpack_modes,
                           uses_reference)
 from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
 from .head import PRECISION, exact_bits
-from .tapcode import SHIFT_BITS, pack_taps, rice_bits, unpack_taps
+from .tapcode import pack_taps, unpack_taps
 from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
-DEFAULT_CHUNK = container.AUDIO_DEFAULT_CHUNK
-DEFAULT_GROUP = container.AUDIO_DEFAULT_GROUP
-#: frames per chunk by sample rate, as bands for zoo.rate_band: on held-out 8 kHz speech, with
-#: Rice-coded predictors, chunks of 1024 cost fewer bits than 512, 2048 or 4096; 4096 stays for
-#: faster rates (see README, "Audio")
-RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 1024), (None, DEFAULT_CHUNK))
+DEFAULT_CHUNK, DEFAULT_GROUP = container.audio_default_plan(container.FORMAT_VERSION)
+#: frames per chunk by sample rate, as bands for zoo.rate_band.  With predictor orders chosen
+#: per stream (format 10), longer chunks pay: on held-out 8 kHz speech 2048 frames cost fewer
+#: bits than 1024 or 4096, on music training files at 44.1 kHz 8192 fewer than 4096 (16384
+#: saves 0.6 % more but halves the streams decoded in lock-step); see README, "Audio"
+RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 2048), (None, DEFAULT_CHUNK))
 #: rows (time steps x channels x chunks) of head tables built at once
 HEAD_ROWS = 512
 
@@ -110,12 +112,29 @@ def coded_taps(version: int | None) -> bool:
     return (container.FORMAT_VERSION if version is None else version) >= container.CODED_TAPS_VERSION
 
 
+def ordered_taps(version: int | None) -> bool:
+    """Whether files of format ``version`` (None: the one written now) choose each stream's
+    predictor order (audio_head.choose_lpc) and store it."""
+    return (container.FORMAT_VERSION if version is None else version) >= container.LPC_ORDERS_VERSION
+
+
+def encoder_predictor(m: torch.Tensor, lengths: torch.Tensor, cfg, ref: torch.Tensor,
+                      use_ref: torch.Tensor) -> Predictor:
+    """The predictors the encoder stores for streams ``m`` (R, N) with ``lengths`` (R,) samples,
+    taps on their reference channels ``ref`` (R, N) where ``use_ref`` (R,): the order chosen per
+    stream (format 10 on), or the model's (``cfg.lpc``, earlier versions)."""
+    if ordered_taps(None):
+        return choose_lpc(m, lengths, ref, use_ref, cfg.lpc_cross)
+    return chunk_lpc(m, lengths, cfg.lpc, ref, use_ref, cfg.lpc_cross, coded=coded_taps(None))
+
+
 def pack_predictors(pred: Predictor, has_ref: torch.Tensor, version: int | None = None) -> bytes:
     """The predictors as a segment of format ``version`` (default: the one written now) stores
-    them: Rice-coded (tapcode.py), or (versions 1-6) shifts (one byte per stream), own taps
-    (S x P int16), then the cross taps of the streams that have a reference channel."""
+    them: Rice-coded (tapcode.py; with each stream's order from version 10), or (versions 1-6)
+    shifts (one byte per stream), own taps (S x P int16), then the cross taps of the streams that
+    have a reference channel."""
     if coded_taps(version):
-        return pack_taps(pred.taps, pred.cross, pred.shift, has_ref)
+        return pack_taps(pred.taps, pred.cross, pred.shift, has_ref, pred.orders if ordered_taps(version) else None)
     parts = [pred.shift.numpy().astype(np.uint8), pred.taps.numpy().astype("<i2")]
     if pred.cross.shape[1]:
         parts.append(pred.cross[has_ref].numpy().astype("<i2"))
@@ -127,8 +146,9 @@ def unpack_predictors(payload: bytes, has_ref: torch.Tensor, order: int, cross: 
     """The predictors at the start of a segment payload of format ``version`` and their length
     in bytes."""
     if coded_taps(version):
-        taps, xt, shift, size = unpack_taps(payload, has_ref, order, cross)
-        return Predictor(taps, xt, shift), size
+        ordered = ordered_taps(version)
+        taps, xt, shift, orders, size = unpack_taps(payload, has_ref, None if ordered else order, cross)
+        return Predictor(taps, xt, shift, orders if ordered else None), size
     S, R = len(has_ref), int(has_ref.sum())
     size = S + 2 * S * order + 2 * R * cross
     if len(payload) < size:
@@ -152,7 +172,7 @@ def _configure(model: zoo.ExactModel, ops, m: torch.Tensor, ref: torch.Tensor, u
     that stream alone."""
     cfg = model.config
     ref = torch.where(use_ref.view(-1, 1), ref, 0)
-    pred = chunk_lpc(m, lengths, cfg.lpc, ref, use_ref, cfg.lpc_cross, coded=coded_taps(None))
+    pred = encoder_predictor(m, lengths, cfg, ref, use_ref)
     lpc = pred.exact_prediction(m, ref)
     x = embed_fixed(m, residual(m, lpc), ref, use_ref, rate, model.ops.tables["mulaw"])
     return pred, lpc, forward(ops, x.to(device)).to(torch.int64).cpu()
@@ -169,22 +189,35 @@ def _stream_bits(head: ExactAudioHead, params: torch.Tensor, lpc: torch.Tensor, 
 
 
 def _tap_bits(pred: Predictor, with_cross: bool) -> torch.Tensor:
-    """Bits (R,) of each stream's Rice-coded predictor (tapcode.py), cross taps if ``with_cross``."""
-    bits = SHIFT_BITS + rice_bits(pred.taps)[0]
-    if with_cross and pred.cross.shape[1]:
-        bits = bits + rice_bits(pred.cross)[0]
-    return bits.to(torch.float64)
+    """Bits (R,) float64 of each stream's Rice-coded predictor (tapcode.py), cross taps if
+    ``with_cross``."""
+    return pred.bits(torch.full((len(pred.shift),), with_cross)).to(torch.float64)
+
+
+def _replace_rows(pred: Predictor, rows: torch.Tensor, other: Predictor, index: torch.Tensor) -> Predictor:
+    """``pred`` with its streams ``rows`` replaced by ``other``'s streams ``index`` (the taps
+    widened to the longer of the two orders)."""
+    width = max(pred.order, other.order)
+    taps = F.pad(pred.taps, (0, width - pred.order))
+    taps[rows] = F.pad(other.taps[index], (0, width - other.order))
+    cross, shift = pred.cross.clone(), pred.shift.clone()
+    cross[rows], shift[rows] = other.cross[index], other.shift[index]
+    orders = None
+    if pred.orders is not None:
+        orders = pred.orders.clone()
+        orders[rows] = other.orders[index]
+    return Predictor(taps, cross, shift, orders)
 
 
 def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout", m: torch.Tensor,
                  pred: Predictor, lpc: torch.Tensor, params: torch.Tensor, step_bits: int, rate: int,
-                 device: torch.device) -> torch.Tensor:
+                 device: torch.device) -> tuple[torch.Tensor, Predictor]:
     """The stream modes (audio_modes.py) of one segment, each chosen by its code length: the
     exact mixture's mass at every sample (:func:`_stream_bits`) plus the predictor's bits.
 
     ``pred``, ``lpc`` and ``params`` hold every stream's figures with the reference channel
-    used (mode 0); the rows of the streams that are best coded without it are replaced in
-    place.  A stream whose predictor gives every sample exactly is coded without symbols.  The
+    used (mode 0); the rows of ``lpc`` and ``params`` of the streams that are best coded
+    without it are replaced in place, and the predictors are returned with the modes.  A stream whose predictor gives every sample exactly is coded without symbols.  The
     channels are decided in order, because a channel's coupling reads the prediction of the
     channel before it, which that channel's mode sets.
     """
@@ -194,11 +227,11 @@ def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout
     modes = torch.where(exact_full, EXACT, 0).to(torch.int64)
     rows = lay.has_ref.nonzero()[:, 0]
     if not len(rows):
-        return modes
+        return modes, pred
     p_b, l_b, q_b = _configure(model, ops, m[rows], lay.refs(m)[rows], torch.zeros(len(rows), dtype=torch.bool),
                                lay.lengths()[rows], rate, device)
     exact_none = ((residual(m[rows], l_b) == 0) | ~inside[rows]).all(1) & some[rows]
-    taps_full = _tap_bits(Predictor(pred.taps[rows], pred.cross[rows], pred.shift[rows]), True)
+    taps_full = _tap_bits(pred.rows(rows), True)
     taps_none = _tap_bits(p_b, False)
     for c in range(1, lay.C):
         sel = rows % lay.C == c
@@ -216,9 +249,9 @@ def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout
         alone = (choice & REF_MASK) == REF_NONE
         if bool(alone.any()):
             ra, sa = r[alone], sel.nonzero()[:, 0][alone]
-            pred.taps[ra], pred.cross[ra], pred.shift[ra] = p_b.taps[sa], p_b.cross[sa], p_b.shift[sa]
+            pred = _replace_rows(pred, ra, p_b, sa)
             lpc[ra], params[ra] = l_b[sa], q_b[sa]
-    return modes
+    return modes, pred
 
 
 def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, wasted: int, low_bits: int,
@@ -233,7 +266,7 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
     head = ExactAudioHead(model.ops.tables, model.config.mixtures)  # the head runs on the CPU
     modes = torch.zeros(len(m), dtype=torch.int64)
     if container.FORMAT_VERSION >= container.STREAM_MODES_VERSION:
-        modes = choose_modes(model, ops, head, lay, m, pred, lpc, params, step_bits, info.rate, device)
+        modes, pred = choose_modes(model, ops, head, lay, m, pred, lpc, params, step_bits, info.rate, device)
     use_ref = uses_reference(modes, lay.has_ref)
     e_ref = torch.where(coupled(modes, lay.has_ref).view(-1, 1), (ref << MEAN_BITS) - torch.roll(lpc, 1, 0), 0)
     B, C, N = lay.B, lay.C, lay.N
@@ -288,14 +321,15 @@ def _decode_segment_loop(model, payload, frames, info, wasted, low_bits, chunk, 
     ops = model.ops
     lay = _Layout(frames, info.channels, chunk)
     B, C, N = lay.B, lay.C, lay.N
-    P, Q = model.config.lpc, model.config.lpc_cross
+    Q = model.config.lpc_cross
     modes, msize = torch.zeros(B * C, dtype=torch.int64), 0
     if version >= container.STREAM_MODES_VERSION:
         modes, msize = unpack_modes(payload, C, B * C)
     has_ref, couple = uses_reference(modes, lay.has_ref), coupled(modes, lay.has_ref).view(B, C)
     no_symbols = exact(modes).view(B, C)
-    pred, size = unpack_predictors(payload[msize:], has_ref, P, Q, version)
+    pred, size = unpack_predictors(payload[msize:], has_ref, model.config.lpc, Q, version)
     size += msize
+    P = pred.order  # the segment's longest predictor (format 10 on; before, the model's)
     # oldest-first windows (below) take the taps in reverse order: the same exact sums
     own = pred.taps.flip(-1).to(torch.float64).view(B, C, P)
     crs = pred.cross.flip(-1).to(torch.float64).view(B, C, Q)

@@ -39,7 +39,7 @@ Audio files (kind 2) share the first 7 bytes; then, from version 6 (see :func:`p
     flags      1 byte   AUDIO_HAS_META: metadata follows (text tags, or a container/subtype pair
                         not in AUDIO_CONTAINERS); AUDIO_HAS_NAME: the model's name follows (a model
                         file, not a shipped model); AUDIO_HAS_PLAN: the chunking follows (else it is
-                        AUDIO_DEFAULT_CHUNK, AUDIO_DEFAULT_GROUP)
+                        the version's default, :func:`audio_default_plan`)
     channels   1 byte;  rate, frames (varints)
     samples    1 byte   bits 0-1: 8, 16 or 24 bits (0, 1, 2); bit 2: the low 8 bits of 24-bit
                         samples are coded uniformly; bits 3-7: wasted bits (trailing zero bits of
@@ -62,8 +62,8 @@ The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote,
 (1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
 (always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
 Versions 6 and 7 write image files exactly as version 5 did; version 8 too, unless a channel's
-level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION); version 9 changes
-audio segments only.
+level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION); versions 9 and 10
+change audio segments only.
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -79,9 +79,9 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
@@ -100,6 +100,9 @@ LEVEL_SETS_VERSION = 8
 #: from this version on, each audio segment starts with its streams' coding modes
 #: (audio_modes.py): whether a channel uses the one before it, and streams coded without symbols
 STREAM_MODES_VERSION = 9
+#: from this version on, the encoder chooses each audio stream's predictor order (2 to 128
+#: taps; tapcode.LPC_ORDERS) and stores it with the taps; before, every stream had the model's
+LPC_ORDERS_VERSION = 10
 #: the last version that changed how image files are written (later ones write the same bytes
 #: apart from the version byte)
 IMAGE_LAYOUT_VERSION = LEVEL_SETS_VERSION
@@ -115,9 +118,11 @@ IMAGE_DIGEST_BYTES = 8
 AUDIO_HAS_META = 0x01
 AUDIO_HAS_NAME = 0x02
 AUDIO_HAS_PLAN = 0x04
-#: the chunking an audio header leaves out: frames per chunk, chunks per segment (audio_codec)
+#: the chunking an audio header of versions 6-9 leaves out: frames per chunk, chunks per segment
+#: (audio_codec); from version 10 (longer predictors, so longer chunks) the chunk is 8192
 AUDIO_DEFAULT_CHUNK = 4096
 AUDIO_DEFAULT_GROUP = 32
+AUDIO_DEFAULT_CHUNK_V10 = 8192
 #: (container format, subtype) pairs a compact audio header writes as one byte (their index)
 AUDIO_CONTAINERS = (("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_U8"), ("FLAC", "PCM_16"),
                     ("FLAC", "PCM_24"), ("FLAC", "PCM_S8"), ("AIFF", "PCM_16"), ("AIFF", "PCM_24"),
@@ -452,6 +457,12 @@ class AudioHeader:
         return -(-chunks // self.group)
 
 
+def audio_default_plan(version: int) -> tuple[int, int]:
+    """(frames per chunk, chunks per segment) that an audio header of format ``version`` leaves out."""
+    chunk = AUDIO_DEFAULT_CHUNK_V10 if version >= LPC_ORDERS_VERSION else AUDIO_DEFAULT_CHUNK
+    return chunk, AUDIO_DEFAULT_GROUP
+
+
 def pack_audio_header(h: AudioHeader) -> bytes:
     """The header of an audio file in format FORMAT_VERSION.  From version 6 an empty
     ``h.model_name`` means a shipped model (its digest identifies it)."""
@@ -462,7 +473,7 @@ def pack_audio_header(h: AudioHeader) -> bytes:
         raise ValueError("model name too long or digest too short")
     pair = (h.meta.get("format"), h.meta.get("subtype"))
     plain = pair in AUDIO_CONTAINERS and not h.meta.get("tags") and set(h.meta) <= {"format", "subtype", "tags"}
-    custom = (h.chunk, h.group) != (AUDIO_DEFAULT_CHUNK, AUDIO_DEFAULT_GROUP)
+    custom = (h.chunk, h.group) != audio_default_plan(FORMAT_VERSION)
     flags = (0 if plain else AUDIO_HAS_META) | (AUDIO_HAS_NAME if name else 0) | (AUDIO_HAS_PLAN if custom else 0)
     out = bytearray(MAGIC)
     out += bytes([FORMAT_VERSION, h.scheme, KIND_AUDIO, flags, h.channels])
@@ -518,7 +529,7 @@ def read_audio_header(r: "_Reader") -> AudioHeader:
         if samples & 3 == 3:
             raise FormatError("corrupt header (audio parameters)")
         bits, low_bits, wasted = AUDIO_BITS[samples & 3], 8 if samples & 4 else 0, samples >> 3
-        chunk, group = AUDIO_DEFAULT_CHUNK, AUDIO_DEFAULT_GROUP
+        chunk, group = audio_default_plan(version)
         if flags & AUDIO_HAS_PLAN:
             chunk, group = r.varint(1 << 24), r.varint(1 << 24)
         crc = int.from_bytes(r.take(4), "little")

@@ -3,7 +3,7 @@
 Training examples are random excerpts ("crops") of ``crop`` samples of one channel, each
 starting with no past, exactly like a coded chunk; for a multi-channel file the excerpt of
 channel c > 0 comes with channel c-1 as its reference, and each excerpt gets the linear
-predictor the encoder would choose for it (audio_head.chunk_lpc).  Whole files are held out for
+predictor the encoder would choose for it (audio_head.choose_lpc).  Whole files are held out for
 validation (the last ones by path, or ``val_dir``).  Adam, with a checkpoint every
 ``checkpoint_every`` steps that a rerun resumes from.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio_head import chunk_lpc, nll_bits, residual
+from .audio_head import choose_lpc, nll_bits, residual
 from .audiofile import AUDIO_SUFFIXES, read_audio
 from .train import WeightAverage, averaged, init_from, load_checkpoint, run_steps, write_checkpoint
 from .wavenet import WaveNet, WaveNetConfig, embed_float, rate_feature
@@ -99,8 +99,8 @@ def batch_nll(model: WaveNet, crops) -> torch.Tensor:
     """Float NLL (bits per sample) of a batch from :func:`random_crops`."""
     x, r, has_ref, rate, mask = crops
     lengths, cfg = mask.sum(1), model.cfg
-    lpc = chunk_lpc(x, lengths, cfg.lpc, r, has_ref, cfg.lpc_cross)
-    ref_pred = chunk_lpc(r, lengths, cfg.lpc).float_prediction(r)
+    lpc = choose_lpc(x, lengths, r, has_ref, cfg.lpc_cross)  # as the encoder (audio_codec.encoder_predictor)
+    ref_pred = choose_lpc(r, lengths).float_prediction(r)
     resid = residual(x, lpc.exact_prediction(x, r))
     params = model(embed_float(x, resid, r, has_ref, rate))
     return nll_bits(params, x, lpc.float_prediction(x, r), r, ref_pred, mask)

@@ -163,7 +163,7 @@ def float_nll(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, chunk:
     lay = audio_codec._Layout(len(native), info.channels, chunk)
     m = lay.streams(to_model(native, info.bits))
     ref = lay.refs(m)
-    lpc = chunk_lpc(m, lay.lengths(), cfg.lpc, ref, lay.has_ref, cfg.lpc_cross)
+    lpc = audio_codec.encoder_predictor(m, lay.lengths(), cfg, ref, lay.has_ref)
     pred = lpc.float_prediction(m, ref)
     ref_pred = torch.roll(pred, 1, 0) * lay.has_ref.view(-1, 1)
     resid = residual(m, lpc.exact_prediction(m, ref))
@@ -320,14 +320,14 @@ def run(quick: bool, command: str, log=print) -> dict:
                 log(f"{group} {path.name}: {8 * row['bytes'] / row['samples']:.3f} bits/sample, "
                     f"FLAC {8 * row['FLAC-8'] / row['samples']:.3f}, exact {row['exact']}")
     music = sets["music"][: (1 if quick else 2)]
-    results["chunks"] = chunk_tradeoff(model, music, (256, 1024) if quick else (256, 1024, 4096),
+    results["chunks"] = chunk_tradeoff(model, music, (1024, 4096) if quick else (1024, 4096, 8192),
                                        seconds=0.5 if quick else 2.0)
     results["chunk_files"] = [f.name for f in music]
     results["chunk_seconds"] = 0.5 if quick else 2.0
     log(f"chunks: {results['chunks']}")
     speech = sets["8 kHz speech"][: (1 if quick else 2)]
     speech_model = zoo.resolve(zoo.audio_default(8000))
-    results["speech_chunks"] = chunk_tradeoff(speech_model, speech, (512, 1024) if quick else (512, 1024, 2048),
+    results["speech_chunks"] = chunk_tradeoff(speech_model, speech, (1024, 2048) if quick else (1024, 2048, 4096),
                                               seconds=0.5 if quick else 5.0)
     results["speech_chunk_files"] = [f.name for f in speech]
     results["speech_chunk_seconds"] = 0.5 if quick else 5.0
