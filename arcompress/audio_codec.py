@@ -40,7 +40,7 @@ from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
 from .head import PRECISION, exact_bits
-from .tapcode import pack_taps, unpack_taps
+from .tapcode import LPC_ORDERS, pack_taps, unpack_taps
 from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
 DEFAULT_CHUNK, DEFAULT_GROUP = container.audio_default_plan(container.FORMAT_VERSION)
@@ -48,7 +48,7 @@ DEFAULT_CHUNK, DEFAULT_GROUP = container.audio_default_plan(container.FORMAT_VER
 #: per stream (format 10), longer chunks pay: on held-out 8 kHz speech 2048 frames cost fewer
 #: bits than 1024 or 4096, on music training files at 44.1 kHz 8192 fewer than 4096 (16384
 #: saves 0.6 % more but halves the streams decoded in lock-step); see README, "Audio"
-RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 2048), (None, DEFAULT_CHUNK))
+RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 1024), (None, DEFAULT_CHUNK))
 #: rows (time steps x channels x chunks) of head tables built at once
 HEAD_ROWS = 512
 
@@ -165,14 +165,19 @@ def unpack_predictors(payload: bytes, has_ref: torch.Tensor, order: int, cross: 
 
 
 def _configure(model: zoo.ExactModel, ops, m: torch.Tensor, ref: torch.Tensor, use_ref: torch.Tensor,
-               lengths: torch.Tensor, rate: int, device: torch.device):
+               lengths: torch.Tensor, rate: int, device: torch.device, order: int | None = None):
     """The encoder's predictors, exact predictions (MEAN_BITS fractional bits, (R, N)) and
     network parameters ((R, 4K, N) int64) of streams ``m`` (R, N) whose reference channels are
     ``ref`` (R, N), taken only where ``use_ref`` (R,) is true.  Every stream's figures depend on
-    that stream alone."""
+    that stream alone.  ``order``: every stream's predictor has that order (format 10 on; it
+    must be in tapcode.LPC_ORDERS); None: :func:`encoder_predictor`'s."""
     cfg = model.config
     ref = torch.where(use_ref.view(-1, 1), ref, 0)
-    pred = encoder_predictor(m, lengths, cfg, ref, use_ref)
+    if order is None:
+        pred = encoder_predictor(m, lengths, cfg, ref, use_ref)
+    else:
+        pred = chunk_lpc(m, lengths, order, ref, use_ref, cfg.lpc_cross)
+        pred.orders = torch.full((len(m),), order)
     lpc = pred.exact_prediction(m, ref)
     x = embed_fixed(m, residual(m, lpc), ref, use_ref, rate, model.ops.tables["mulaw"])
     return pred, lpc, forward(ops, x.to(device)).to(torch.int64).cpu()
@@ -207,6 +212,43 @@ def _replace_rows(pred: Predictor, rows: torch.Tensor, other: Predictor, index: 
         orders = pred.orders.clone()
         orders[rows] = other.orders[index]
     return Predictor(taps, cross, shift, orders)
+
+
+def choose_orders(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout", m: torch.Tensor,
+                  pred: Predictor, lpc: torch.Tensor, params: torch.Tensor, step_bits: int, rate: int,
+                  device: torch.device) -> Predictor:
+    """Per stream, the predictor order the estimate chose (``pred``, :func:`encoder_predictor`)
+    or the model's own (``model.config.lpc``, the order its network was trained with), whichever
+    codes the stream in fewer bits with the reference channel used (mode 0): the exact
+    mixture's mass at every sample (:func:`_stream_bits`) plus the predictor's bits.  The
+    estimate knows nothing of the network, which on some speech codes the errors of its own
+    order best.  The rows of ``lpc`` and ``params`` (see :func:`choose_modes`) of the streams
+    that take the model's order are replaced in place; returns the predictors.  Channels are
+    decided in order, as a channel's coupling reads the prediction of the channel before it.
+    """
+    order = model.config.lpc
+    rows = (pred.orders != order).nonzero()[:, 0]  # only the streams whose order differs
+    if order not in LPC_ORDERS or not len(rows):
+        return pred
+    p_m, l_m, q_m = _configure(model, ops, m[rows], lay.refs(m)[rows], lay.has_ref[rows], lay.lengths()[rows],
+                               rate, device, order)
+    inside = lay.inside.repeat_interleave(lay.C, 0)
+    bits_est = pred.rows(rows).bits(lay.has_ref[rows]).to(torch.float64)
+    bits_m = p_m.bits(lay.has_ref[rows]).to(torch.float64)
+    for c in range(lay.C):
+        sel = (rows % lay.C == c).nonzero()[:, 0]  # indices into rows
+        r = rows[sel]
+        if not len(r):
+            continue
+        e_ref = (m[r - 1] << MEAN_BITS) - lpc[r - 1] if c else torch.zeros_like(lpc[r])
+        est = _stream_bits(head, params[r], lpc[r], e_ref, m[r], inside[r], step_bits) + bits_est[sel]
+        own = _stream_bits(head, q_m[sel], l_m[sel], e_ref, m[r], inside[r], step_bits) + bits_m[sel]
+        better = own < est
+        if bool(better.any()):
+            take, src = r[better], sel[better]
+            pred = _replace_rows(pred, take, p_m, src)
+            lpc[take], params[take] = l_m[src], q_m[src]
+    return pred
 
 
 def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout", m: torch.Tensor,
@@ -264,6 +306,8 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
     pred, lpc, params = _configure(model, ops, m, ref, lay.has_ref, lay.lengths(), info.rate, device)
     step_bits = min(wasted, 8)
     head = ExactAudioHead(model.ops.tables, model.config.mixtures)  # the head runs on the CPU
+    if ordered_taps(None):
+        pred = choose_orders(model, ops, head, lay, m, pred, lpc, params, step_bits, info.rate, device)
     modes = torch.zeros(len(m), dtype=torch.int64)
     if container.FORMAT_VERSION >= container.STREAM_MODES_VERSION:
         modes, pred = choose_modes(model, ops, head, lay, m, pred, lpc, params, step_bits, info.rate, device)

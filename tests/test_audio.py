@@ -328,6 +328,31 @@ def test_streams_get_their_own_predictor_orders(monkeypatch):
     assert np.array_equal(back9, x) and len(data) < 0.8 * len(data9)
 
 
+def test_order_choice_never_costs_more_than_either_order(audio_models, monkeypatch):
+    """Per stream the encoder keeps the estimated predictor order or the model's own, whichever
+    codes it in fewer bits: the file is no larger (to rounding) than with either everywhere."""
+    model = audio_models["cross"]
+    rng = np.random.default_rng(6)
+    periodic = np.round(np.resize(rng.normal(0, 3000, 37), 1000) + rng.normal(0, 30, 1000))
+    x = np.stack([periodic, tone(1000, 1, seed=12)[:, 0]], 1).astype(np.int32)
+    back, _, st_both = roundtrip(model, x, chunk=250, group=4)
+    assert np.array_equal(back, x)
+    with monkeypatch.context() as mp:
+        mp.setattr(audio_codec, "choose_orders", lambda *a, **k: a[5])  # the estimate's orders
+        _, _, st_est = roundtrip(model, x, chunk=250, group=4)
+
+    def own_order(m, lengths, cfg, ref, use_ref):
+        pred = chunk_lpc(m, lengths, cfg.lpc, ref, use_ref, cfg.lpc_cross)
+        pred.orders = torch.full((len(m),), cfg.lpc)
+        return pred
+
+    monkeypatch.setattr(audio_codec, "encoder_predictor", own_order)
+    back, _, st_own = roundtrip(model, x, chunk=250, group=4)
+    assert np.array_equal(back, x)
+    assert st_both.nll_bits <= min(st_est.nll_bits, st_own.nll_bits) + 16
+    assert st_est.nll_bits != st_own.nll_bits
+
+
 def _first_segment(data: bytes) -> bytes:
     r = container.audio_reader(data)
     container.read_audio_header(r)
