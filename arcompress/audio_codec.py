@@ -45,9 +45,10 @@ from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
 DEFAULT_CHUNK, DEFAULT_GROUP = container.audio_default_plan(container.FORMAT_VERSION)
 #: frames per chunk by sample rate, as bands for zoo.rate_band.  With predictor orders chosen
-#: per stream (format 10), longer chunks pay: on held-out 8 kHz speech 2048 frames cost fewer
-#: bits than 1024 or 4096, on music training files at 44.1 kHz 8192 fewer than 4096 (16384
-#: saves 0.6 % more but halves the streams decoded in lock-step); see README, "Audio"
+#: per stream (format 10), longer chunks pay on music: on music training files at 44.1 kHz 8192
+#: frames cost fewer bits than 4096 (16384 saves 0.6 % more but halves the streams a short file
+#: decodes in lock-step); on held-out 8 kHz speech prompts 1024 still cost fewer than 2048; see
+#: README, "Audio"
 RATE_CHUNKS = ((zoo.SPEECH_MAX_RATE, 1024), (None, DEFAULT_CHUNK))
 #: rows (time steps x channels x chunks) of head tables built at once
 HEAD_ROWS = 512
