@@ -260,9 +260,10 @@ def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout
 
     ``pred``, ``lpc`` and ``params`` hold every stream's figures with the reference channel
     used (mode 0); the rows of ``lpc`` and ``params`` of the streams that are best coded
-    without it are replaced in place, and the predictors are returned with the modes.  A stream whose predictor gives every sample exactly is coded without symbols.  The
-    channels are decided in order, because a channel's coupling reads the prediction of the
-    channel before it, which that channel's mode sets.
+    without it are replaced in place, and the predictors are returned with the modes.  A
+    stream whose predictor gives every sample exactly is coded without symbols.  The channels
+    are decided in order, because a channel's coupling reads the prediction of the channel
+    before it, which that channel's mode sets.
     """
     inside = lay.inside.repeat_interleave(lay.C, 0)  # (S, N)
     some = inside.any(1)

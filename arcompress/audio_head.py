@@ -8,9 +8,10 @@ sample units, is::
 
 with ``lpc[t] = sum_{j=1..P} a_j s[t-j]`` a linear predictor on the exact past samples (the
 network's fixed-point features are too coarse to carry a 16-bit prediction).  As in FLAC, the
-encoder fits the taps ``a`` to each chunk (least squares, :func:`chunk_lpc`) and stores them
-in the file as integers within int16 (Rice-coded from format 7, tapcode.py); the network then shapes the distribution around that
-prediction: where it is, how wide, how heavy-tailed.  ``e_ref[t] = r[t] - lpc_r[t]`` is the
+encoder fits the taps ``a`` to each chunk (least squares, :func:`chunk_lpc`; from format 10 of
+an order it chooses per stream, :func:`choose_lpc`) and stores them in the file as integers
+within int16 (Rice-coded from format 7, tapcode.py); the network then shapes the distribution
+around that prediction: where it is, how wide, how heavy-tailed.  ``e_ref[t] = r[t] - lpc_r[t]`` is the
 reference channel's prediction error at the same time step (zero for the first channel):
 stereo channels are coupled as PixelCNN++ couples R, G and B.  Models with ``lpc_cross`` > 0
 also give the predictor of every channel after the first taps on its reference channel's
@@ -238,9 +239,9 @@ def choose_lpc(samples: torch.Tensor, lengths: torch.Tensor, ref: torch.Tensor |
     ``sum_t log2(1 + p_t) / 2`` over the stream's samples, ``p_t`` the quantized predictor's
     squared error averaged over ``LPC_POWER_WINDOW`` samples (the bits of a Gaussian error of
     that power, up to a constant).  A long order pays on tonal and resonant sounds (it reaches
-    a period or a slow decay), a short one on short or noisy chunks.  On held-out training
-    audio this estimate picks orders whose float NLL is within 0.1 % of the best per stream
-    (README, "Audio").  Returns taps (N, largest order chosen), ``orders`` set.
+    a period or a slow decay), a short one on short or noisy chunks.  On music training and
+    held-out files this estimate picks orders whose float NLL is within 0.1 % of the best per
+    stream (README, "Audio").  Returns taps (N, largest order chosen), ``orders`` set.
     """
     n, t = samples.shape
     step = max(1, CHOOSE_BLOCK // max(1, t * (max(orders) + cross)))
