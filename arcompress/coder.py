@@ -54,9 +54,9 @@ def shortest_stream(words: np.ndarray, position: int, lower: int, width: int) ->
         return whole
     high = min(low + width, 1 << (8 * total))
 
-    def point(k: int) -> int:
-        unit = 1 << (8 * (total - k))
-        return -(-low // unit) * unit
+    def point(k: int) -> int:  # the smallest multiple of 2**(8 (total - k)) at or above L
+        b = 8 * (total - k)
+        return -((-low) >> b) << b  # shifts, not division: linear in the stream's length
 
     shortest, longest = 0, len(whole)  # the whole stream works: L <= X < L + width
     while shortest < longest:

@@ -127,6 +127,12 @@ def rescale(x: torch.Tensor, shift: torch.Tensor | int) -> torch.Tensor:
     return torch.floor(x * torch.exp2(-shift) + 0.5)
 
 
+def rescale_(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """:func:`rescale` in place, with the factor ``scale = 2**-shift`` given (the same bits, without
+    the temporaries: the exact passes over whole images and recordings are bound by memory traffic)."""
+    return x.mul_(scale).add_(0.5).floor_()
+
+
 def clamp_act(x: torch.Tensor) -> torch.Tensor:
     return x.clamp_(-ACT_LIMIT, ACT_LIMIT)
 
@@ -172,8 +178,8 @@ def exact_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, shif
     algorithm that approximates the direct convolution to within +-0.5 (FFT, Winograd): the
     ``round`` after accumulation repairs it, so the result is the same bits.
     """
-    acc = torch.round(conv(x, weight)) + bias.view(1, -1, 1, 1)
-    return clamp_act(rescale(acc, shift.view(1, -1, 1, 1)))
+    acc = conv(x, weight).round_().add_(bias.view(1, -1, 1, 1))
+    return clamp_act(rescale_(acc, torch.exp2(-shift).view(1, -1, 1, 1)))
 
 
 def fixed_from_pixels(x: torch.Tensor) -> torch.Tensor:

@@ -226,7 +226,7 @@ class ExactOps:
         self._fast_tables()
 
     def _fast_tables(self) -> None:
-        """float64 copies of the tables and 2**-shift multipliers for the per-step path (same bits)."""
+        """float64 copies of the tables and the 2**-shift multipliers, computed once (same bits)."""
         self.scales = {k: torch.exp2(-w[2]) for k, w in self.weights.items()}
         self.tanh_f = self.tables["tanh"].to(torch.float64)
         self.sig_f = self.tables["sigmoid"].to(torch.float64)
@@ -239,31 +239,28 @@ class ExactOps:
         return self
 
     def conv(self, name: str, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
-        w, b, s = self.weights[name]
-        acc = torch.round(F.conv1d(x, w, dilation=dilation)) + b.view(1, -1, 1)
-        return fp.clamp_act(fp.rescale(acc, s.view(1, -1, 1)))
+        w, b, _ = self.weights[name]
+        acc = F.conv1d(x, w, dilation=dilation).round_().add_(b.view(1, -1, 1))
+        return fp.clamp_act(fp.rescale_(acc, self.scales[name].view(1, -1, 1)))
 
     def window(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """One output step from its window (N, I, taps) -> (N, O): the cached decoder's conv."""
         acc = torch.addmm(self.weights[name][1], x.reshape(x.shape[0], -1), self.matrices[name])
         return acc.mul_(self.scales[name]).add_(0.5).floor_().clamp_(-fp.ACT_LIMIT, fp.ACT_LIMIT)
 
-    def step_gate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """:meth:`gate` for the per-step path: the same bits with fewer operations."""
+    def gate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``rescale(tanh(a) * sigmoid(b), ACT_BITS)`` from the tables (float64 copies, indices
+        clamped to the tables' ranges), for whole streams and for the cached decoder's steps."""
         t = torch.take(self.tanh_f, (a + fp.TANH_RANGE * fp.ONE).clamp_(0, 2 * fp.TANH_RANGE * fp.ONE).long())
         g = torch.take(self.sig_f, (b + fp.SIGMOID_RANGE * fp.ONE).clamp_(0, 2 * fp.SIGMOID_RANGE * fp.ONE).long())
         return t.mul_(g).mul_(1.0 / fp.ONE).add_(0.5).floor_()
-
-    def gate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        t = fp.lookup(self.tables["tanh"], a, -fp.TANH_RANGE * fp.ONE)
-        g = fp.lookup(self.tables["sigmoid"], b, -fp.SIGMOID_RANGE * fp.ONE)
-        return fp.rescale(t * g, fp.ACT_BITS)
 
     def elu(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, x, fp.lookup(self.tables["elu"], x, -fp.ELU_RANGE * fp.ONE))
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return fp.clamp_act(x + y)
+        """``clamp(x + y)`` written into ``x`` (every caller's ``x`` is a sum it no longer needs)."""
+        return fp.clamp_act(x.add_(y))
 
 
 def _head(ops, skips: torch.Tensor) -> torch.Tensor:
@@ -344,7 +341,7 @@ class CachedDecoder:
             z = ops.window(f"l{i}.dil", torch.stack([q[:, :, slot], h], -1))
             q[:, :, slot] = h
             a, b = z.chunk(2, dim=1)
-            o = ops.window(f"l{i}.out", ops.step_gate(a, b))
+            o = ops.window(f"l{i}.out", ops.gate(a, b))
             h = ops.add(h, o[:, :cfg.residual])
             skips = o[:, cfg.residual:] if skips is None else ops.add(skips, o[:, cfg.residual:])
         self.t += 1
