@@ -156,21 +156,27 @@ def _logistic_log_prob(x: torch.Tensor, mu: torch.Tensor, log_s: torch.Tensor) -
 
 # ----------------------------------------------------------------------------- exact (coding)
 
-def _component_pmfs(mu: torch.Tensor, log_s: torch.Tensor, tables) -> torch.Tensor:
-    """Integer per-component bin masses (N, K, 256) on the 2**CDF_BITS scale.
+def _component_pmfs(mu: torch.Tensor, log_s: torch.Tensor, tables, cdf_f: torch.Tensor) -> torch.Tensor:
+    """Integer per-component bin masses (N, K, 256) on the 2**CDF_BITS scale, as float64.
 
-    mu, log_s: (N, K) fixed-point (ACT_BITS) integers in int64.
-    Works in half-pixel units: bin x spans [2x - 1, 2x + 1]; the mean is ``(mu + 1) * 255``.
+    mu, log_s: (N, K) fixed-point (ACT_BITS) integers in int64; ``cdf_f``: ``tables["cdf"]`` as
+    float64.  Works in half-pixel units: bin x spans [2x - 1, 2x + 1]; the mean is
+    ``(mu + 1) * 255``.  Integer arithmetic carried in float64 (vectorised where int64
+    multiplication is not): for the inner edges ``|edge - mean| < 2**24`` (the mean is at most
+    35 * 255 half-pixels) and the inverse scale is below 2**28, so every product is an exact
+    integer below 2**52 and the scaling by 2**-22 then ``floor`` is the floor division; the
+    sentinel edges' products (up to 2**58, rounded) saturate t at the table's ends either way.
     """
     one = fp.ONE
     ls = log_s.clamp(int(fp.LOG_SCALE_MIN * one), int(fp.LOG_SCALE_MAX * one))
-    inv_s = tables["inv_scale"][ls - int(fp.LOG_SCALE_MIN * one)]  # (N, K): exp(-ls)/255, 2**24 scale
-    mu_half = (mu + one) * 255  # (N, K), ACT_BITS fractional bits, half-pixel units
-    diff = _edges(mu.device) - mu_half.unsqueeze(-1)  # (N, K, 257)
-    # t = (edge - mean) / scale with CDF_T_BITS fractional bits; >> is floor division by 2**22
-    t = (diff * inv_s.unsqueeze(-1)) >> (fp.ACT_BITS + fp.INV_SCALE_BITS - fp.CDF_T_BITS)
-    lim = 16 << fp.CDF_T_BITS
-    cdf = tables["cdf"][t.clamp_(-lim, lim) + lim]  # (N, K, 257): the sentinels give 0 and 2**16
+    # exp(-ls)/255 on the 2**24 scale, times 2**-22 (exact: a power of two)
+    inv_s = tables["inv_scale"][ls - int(fp.LOG_SCALE_MIN * one)].to(torch.float64) \
+        * 2.0 ** -(fp.ACT_BITS + fp.INV_SCALE_BITS - fp.CDF_T_BITS)
+    mu_half = ((mu + one) * 255).to(torch.float64)  # (N, K), ACT_BITS fractional bits, half-pixel units
+    t = _edges(mu.device) - mu_half.unsqueeze(-1)  # (N, K, 257), exact
+    t.mul_(inv_s.unsqueeze(-1)).floor_()  # (edge - mean) / scale with CDF_T_BITS fractional bits
+    lim = float(16 << fp.CDF_T_BITS)
+    cdf = torch.take(cdf_f, t.clamp_(-lim, lim).add_(lim).long())  # the sentinels give 0 and 2**16
     return cdf[..., 1:] - cdf[..., :-1]
 
 
@@ -178,7 +184,8 @@ _EDGES: dict = {}
 
 
 def _edges(device) -> torch.Tensor:
-    """Bin edges in half-pixel units, fixed-point, shape (1, 1, 257): -2**30, 1, 3, ..., 509, 2**30.
+    """Bin edges in half-pixel units, fixed-point (float64 holding integers), shape (1, 1, 257):
+    -2**30, 1, 3, ..., 509, 2**30.
 
     The outer sentinels are far enough that t saturates at the CDF table's ends (exactly 0 and
     2**16, checked by fixedpoint.validate_tables) for every scale the head allows.
@@ -187,7 +194,7 @@ def _edges(device) -> torch.Tensor:
     if key not in _EDGES:
         inner = torch.arange(1, 2 * LEVELS - 1, 2, device=device, dtype=torch.int64) * fp.ONE
         sentinel = torch.tensor([1 << 30], device=device, dtype=torch.int64)
-        _EDGES[key] = torch.cat([-sentinel, inner, sentinel]).view(1, 1, -1)
+        _EDGES[key] = torch.cat([-sentinel, inner, sentinel]).view(1, 1, -1).to(torch.float64)
     return _EDGES[key]
 
 
@@ -251,6 +258,7 @@ class ExactHead:
     def __init__(self, tables: dict[str, torch.Tensor], channels: int, mixtures: int,
                  levels: list[int | None] | None = None):
         self.tables, self.C, self.K = tables, channels, mixtures
+        self._cdf_f = tables["cdf"].to(torch.float64)
         self.allowed = [None if m is None else level_mask(m) for m in (levels or [None] * channels)]
 
     def start(self, params: torch.Tensor, shifts: torch.Tensor | None = None) -> None:
@@ -275,8 +283,9 @@ class ExactHead:
     def masses(self, c: int) -> torch.Tensor:
         """(N, 256) int64: the mixture's integer mass of each level of channel c, before any
         level set (each below 2**32); ``observe(c, ...)`` may follow."""
-        self._pmfs = _component_pmfs(self._mean(c), self.log_scales[:, c, :], self.tables)
-        return (self.weights.unsqueeze(-1) * self._pmfs).sum(dim=1)
+        self._pmfs = _component_pmfs(self._mean(c), self.log_scales[:, c, :], self.tables, self._cdf_f)
+        # each product is below 2**32 and there are at most 16: exact in float64, in any order
+        return torch.bmm(self.weights.to(torch.float64).unsqueeze(1), self._pmfs)[:, 0].to(torch.int64)
 
     def freqs(self, c: int) -> torch.Tensor:
         mass = self.masses(c)
@@ -289,7 +298,7 @@ class ExactHead:
         sym = symbols.to(torch.int64)
         self.known.append(fp.fixed_from_pixels(sym).to(torch.int64).unsqueeze(-1))  # (N, 1), once
         if c + 1 < self.C:
-            like = self._pmfs.gather(2, sym.view(-1, 1, 1).expand(-1, self.K, 1))[..., 0]
+            like = self._pmfs.gather(2, sym.view(-1, 1, 1).expand(-1, self.K, 1))[..., 0].to(torch.int64)
             self.weights = _normalize(self.weights * like.clamp_min(1))
 
 
