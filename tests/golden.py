@@ -1,0 +1,88 @@
+"""Inputs of the stored golden files (tests/data/golden_*.arc), from integer formulas only, so
+that every machine makes the same arrays.  ``python tests/golden.py`` writes the files again
+(only when the format is meant to change: test_golden then pins the new one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+
+
+def _noise(n: int, seed: int) -> np.ndarray:
+    """n integers in 0 .. 2**16 - 1 from a 32-bit linear congruential generator."""
+    out, x = np.empty(n, np.int64), seed
+    for i in range(n):
+        x = (1103515245 * x + 12345) % (1 << 31)
+        out[i] = x >> 15
+    return out
+
+
+def rgb() -> np.ndarray:
+    """(14, 20, 3) uint8: ramps, a product term and noise, a saturated corner."""
+    y, x = np.mgrid[:14, :20].astype(np.int64)
+    n = _noise(14 * 20 * 3, 1).reshape(14, 20, 3) % 9
+    r = (11 * x + 7 * y + (x * y) % 13) % 256
+    img = np.stack([r, (r + 3 * x) % 256, (255 - r + y) % 256], -1) + n - 4
+    img[:3, :3] = 255
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def gray() -> np.ndarray:
+    """(7, 9) uint8."""
+    y, x = np.mgrid[:7, :9].astype(np.int64)
+    return ((29 * x + 3 * y * y + _noise(63, 2).reshape(7, 9) % 5) % 256).astype(np.uint8)
+
+
+def _wave(n: int, period: int, amp: int, seed: int) -> np.ndarray:
+    t = np.arange(n, dtype=np.int64)
+    tri = np.abs((t % period) * 2 * amp // period - amp) * 2 - amp  # a triangle wave
+    return tri + _noise(n, seed) % 257 - 128
+
+
+def stereo16() -> np.ndarray:
+    """(1200, 2) int16 at 44.1 kHz: a triangle wave plus noise, the second channel close to the first."""
+    a = _wave(1200, 100, 9000, 3)
+    b = a // 2 + _noise(1200, 4) % 65 - 32
+    return np.stack([a, b], 1).astype(np.int16)
+
+
+def speech8k() -> np.ndarray:
+    """(1500, 1) int16 at 8 kHz."""
+    return _wave(1500, 37, 3000, 5).astype(np.int16).reshape(-1, 1)
+
+
+def mono24() -> np.ndarray:
+    """(1000, 1) int32 holding 24-bit samples at 48 kHz."""
+    return (_wave(1000, 160, 100_000, 6) * 64 + _noise(1000, 7) % 256).astype(np.int32).reshape(-1, 1)
+
+
+#: name -> (array, sample rate or None for images, bits)
+CASES = {
+    "rgb": (rgb, None, 8),
+    "gray": (gray, None, 8),
+    "stereo16": (stereo16, 44100, 16),
+    "speech8k": (speech8k, 8000, 16),
+    "mono24": (mono24, 48000, 24),
+}
+
+
+def path(name: str) -> Path:
+    return DATA / f"golden_{name}.arc"
+
+
+def write_all() -> None:
+    import arcompress
+    from arcompress import api
+    DATA.mkdir(exist_ok=True)
+    for name, (make, rate, bits) in CASES.items():
+        arr = make()
+        data = arcompress.compress(arr) if rate is None else api.compress_audio(arr, rate, bits)
+        path(name).write_bytes(data)
+        print(f"{path(name)}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    write_all()
