@@ -229,6 +229,40 @@ def test_batch_composition_and_workers(audio_models):
     assert len(sizes) > 1  # chunking changes what is coded, not whether it decodes
 
 
+def test_segments_stepped_together_decode_as_alone(monkeypatch):
+    """A decoding process steps several segments together (LOCKSTEP_STREAMS streams at most):
+    the samples are those of decoding each segment alone, with segments whose longest predictor
+    orders differ (a period of 61 samples, then noise) and a short last segment; one and two
+    processes agree."""
+    rng = np.random.default_rng(8)
+    periodic = np.round(np.resize(rng.normal(0, 3000, 61), 1000) + rng.normal(0, 4, 1000))
+    mono = np.concatenate([periodic, rng.integers(-3000, 3000, 1300)])
+    x = np.stack([mono, mono // 2 + rng.integers(-50, 50, 2300)], 1).astype(np.int32)
+    model = zoo.resolve(zoo.AUDIO_DEFAULT)
+    together, data, _ = roundtrip(model, x, chunk=250, group=2)  # 5 segments, one lock-step
+    assert np.array_equal(together, x)
+    reader = container.audio_reader(data)
+    h = container.read_audio_header(reader)
+    info = AudioInfo(h.rate, h.channels, h.frames, h.bits, "WAV", "PCM_16")
+    segs = [(container.read_segment(reader), min(500, h.frames - 500 * k)) for k in range(h.segment_count())]
+    orders = []
+    for payload, _ in segs:
+        lay = audio_codec._Layout(500, 2, 250)
+        modes, size = unpack_modes(payload, 2, lay.B * 2)
+        pred, _ = audio_codec.unpack_predictors(payload[size:], audio_codec.uses_reference(modes, lay.has_ref),
+                                                model.config.lpc, model.config.lpc_cross, h.version)
+        orders.append(pred.order)
+    assert len(segs) == 5 and segs[-1][1] == 300 and len(set(orders)) > 1
+    alone = [audio_codec.decode_segments(model, [seg], info, h.wasted, h.low_bits, h.chunk, h.version)[0]
+             for seg in segs]
+    assert np.array_equal(np.concatenate(alone), x)
+    both = audio_codec.decode_segments(model, segs[1:4], info, h.wasted, h.low_bits, h.chunk, h.version)
+    assert all(np.array_equal(a, b) for a, b in zip(both, alone[1:4]))
+    monkeypatch.setattr(audio_codec, "LOCKSTEP_STREAMS", 1)  # one segment per job
+    back, _, _ = roundtrip(model, x, chunk=250, group=2, workers=2)
+    assert np.array_equal(back, x)
+
+
 def test_encoder_is_thread_independent(audio_models):
     model = audio_models["loud"]
     x = AUDIO_WORST_CASES["noise"](1500, 2, 16)
