@@ -259,8 +259,7 @@ class ExactOps:
         return torch.where(x >= 0, x, fp.lookup(self.tables["elu"], x, -fp.ELU_RANGE * fp.ONE))
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``clamp(x + y)`` written into ``x`` (every caller's ``x`` is a sum it no longer needs)."""
-        return fp.clamp_act(x.add_(y))
+        return fp.clamp_act(x + y)
 
 
 def _head(ops, skips: torch.Tensor) -> torch.Tensor:
