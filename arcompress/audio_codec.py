@@ -436,7 +436,7 @@ def _decode_segments_loop(model, segments, info, wasted, low_bits, chunk, versio
     low = torch.zeros(B, C, N, dtype=torch.int64)
     step_bits = min(wasted, 8)
     zeros = torch.zeros(B, dtype=torch.int64)
-    uniform = torch.full((B, 256), 1 << (PRECISION - 8), dtype=torch.int64)
+    uniform = torch.full((B, 256), 1 << (PRECISION - 8), dtype=torch.int64) if low_bits else None
     for t in range(N):
         prev = hist[:, :, H + t - 1].to(torch.int64).reshape(-1) if t else torch.zeros(B * C, dtype=torch.int64)
         rprev = torch.roll(prev, 1, 0) * has_ref
