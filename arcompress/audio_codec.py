@@ -398,9 +398,6 @@ def _decode_symbols(parts: list[_SegmentState], tables: torch.Tensor, coded: tor
     """Symbols (B,) of the combined chunks where ``coded`` (B,), each segment's from its own
     decoder with the tables (B, 256) of its chunks; zero elsewhere."""
     out = torch.zeros(len(coded), dtype=torch.int64)
-    if len(parts) == 1:  # the usual case, without the slicing
-        out[coded] = parts[0].dec.decode(tables[coded])
-        return out
     for part in parts:
         sel = coded[part.rows]
         out[part.rows][sel] = part.dec.decode(tables[part.rows][sel])
