@@ -13,7 +13,9 @@ then (models with ``lpc_cross`` > 0) ``lpc_cross`` int16 taps on the reference c
 stream that has one.
 Symbol order (the decoder's): for each time step t, for each channel c, the high bytes of all
 chunks that have a sample at t, then their low bytes (when the samples have fewer than 8 wasted
-low bits), then, for 24-bit audio, the 8 bits below the model's 16.
+low bits), then, for 24-bit audio, the 8 bits below the model's 16.  The tables are the model's,
+or (format 11 on) uniform for a stream the encoder codes verbatim because the model would take
+more bits than the samples' own width (:func:`choose_verbatim`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ from . import container, zoo
 from . import fixedpoint as fp
 from .audio_head import (LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, choose_lpc, chunk_lpc, exact_lpc_step,
                          residual)
-from .audio_modes import (EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, coupled, exact, pack_modes, unpack_modes,
-                          uses_reference)
+from .audio_modes import (EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, VERBATIM, coupled, exact, pack_modes,
+                          unpack_modes, uses_reference, verbatim)
 from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
-from .head import PRECISION, exact_bits
+from .head import exact_bits, freqs_from_masses
 from .tapcode import LPC_ORDERS, pack_taps, unpack_taps
 from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
@@ -302,6 +304,34 @@ def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout
     return modes, pred
 
 
+def uniform_tables(step_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tables (1, 256) of a verbatim stream (audio_modes.VERBATIM): its high byte's 256
+    values, and its low byte's ``256 >> step_bits`` (the entries past them impossible, as in
+    ExactAudioHead.low_freqs).  Equal frequencies: 8 and ``8 - step_bits`` bits a symbol.  The
+    first is also the table of a 24-bit sample's low byte."""
+    ones = torch.ones(1, 256, dtype=torch.int64)
+    ones_low = ones.clone()
+    ones_low[:, 256 >> step_bits:] = 0
+    return freqs_from_masses(ones), freqs_from_masses(ones_low)
+
+
+def choose_verbatim(head: ExactAudioHead, lay: "_Layout", m: torch.Tensor, modes: torch.Tensor,
+                    lpc: torch.Tensor, params: torch.Tensor, e_ref: torch.Tensor, step_bits: int) -> torch.Tensor:
+    """``modes`` with ``VERBATIM`` set on every stream (not ``EXACT``) that the model would code
+    in more bits (:func:`_stream_bits`, with the chosen modes' ``lpc``, ``params`` and
+    ``e_ref``) than its samples' own ``16 - step_bits`` bits each.  A stream's tables do not
+    change the figures of any other stream, so each is decided alone."""
+    inside = lay.inside.repeat_interleave(lay.C, 0)  # (S, N)
+    rows = (~exact(modes) & inside.any(1)).nonzero()[:, 0]
+    if not len(rows):
+        return modes
+    bits = _stream_bits(head, params[rows], lpc[rows], e_ref[rows], m[rows], inside[rows], step_bits)
+    raw = inside[rows].sum(1).to(torch.float64) * (16 - step_bits)
+    out = modes.clone()
+    out[rows[bits > raw]] |= VERBATIM
+    return out
+
+
 def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, wasted: int, low_bits: int,
                    chunk: int, device: torch.device, stats: AudioEncodeStats) -> bytes:
     """Code one segment: native samples (frames, C) -> payload bytes."""
@@ -319,6 +349,8 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
         modes, pred = choose_modes(model, ops, head, lay, m, pred, lpc, params, step_bits, info.rate, device)
     use_ref = uses_reference(modes, lay.has_ref)
     e_ref = torch.where(coupled(modes, lay.has_ref).view(-1, 1), (ref << MEAN_BITS) - torch.roll(lpc, 1, 0), 0)
+    if container.FORMAT_VERSION >= container.VERBATIM_VERSION:
+        modes = choose_verbatim(head, lay, m, modes, lpc, params, e_ref, step_bits)
     B, C, N = lay.B, lay.C, lay.N
     # rows in decoding order: (t, c, b); a: (S, N) or (S, N, X)
     order = lambda a: a.reshape(B, C, N, -1).permute(2, 1, 0, 3).reshape(N * C * B, -1)  # noqa: E731
@@ -326,17 +358,22 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
     u_rows = order(m)[:, 0] + 32768
     ins_rows = lay.inside.t().reshape(N, 1, B).expand(N, C, B).reshape(-1)
     coded_rows = ins_rows & ~order(exact(modes).view(-1, 1).expand(-1, N))[:, 0]
+    verb_rows = order(verbatim(modes).view(-1, 1).expand(-1, N))[:, 0].view(-1, 1)
+    any_verbatim = bool(verb_rows.any())
     low_rows = order(lay.streams(native.astype(np.int64) & 255))[:, 0] if low_bits else None
     enc = Encoder()
     per = max(C * B, (HEAD_ROWS // (C * B)) * C * B)  # whole time steps per block
-    uniform = torch.full((1, 256), 1 << (PRECISION - 8), dtype=torch.int64)
+    uniform, uniform_low = uniform_tables(step_bits)
     for s in range(0, len(p_rows), per):
         e = min(s + per, len(p_rows))
         head.start(p_rows[s:e], lpc_rows[s:e], e_rows[s:e])
         u = u_rows[s:e]
-        tables, syms, keeps = [head.high_freqs()], [u >> 8], [coded_rows[s:e]]
+        high = head.high_freqs()
+        tables, syms, keeps = [torch.where(verb_rows[s:e], uniform, high) if any_verbatim else high], [u >> 8], \
+            [coded_rows[s:e]]
         if step_bits < 8:
-            tables.append(head.low_freqs(u >> 8, step_bits))
+            low = head.low_freqs(u >> 8, step_bits)
+            tables.append(torch.where(verb_rows[s:e], uniform_low, low) if any_verbatim else low)
             syms.append((u & 255) >> step_bits)
             keeps.append(coded_rows[s:e])
         if low_bits:
@@ -387,7 +424,7 @@ def _open_segment(model, payload: bytes, frames: int, info: AudioInfo, chunk: in
     lay = _Layout(frames, info.channels, chunk)
     modes, msize = torch.zeros(lay.B * lay.C, dtype=torch.int64), 0
     if version >= container.STREAM_MODES_VERSION:
-        modes, msize = unpack_modes(payload, lay.C, lay.B * lay.C)
+        modes, msize = unpack_modes(payload, lay.C, lay.B * lay.C, version)
     pred, size = unpack_predictors(payload[msize:], uses_reference(modes, lay.has_ref), model.config.lpc,
                                    model.config.lpc_cross, version)
     dec = Decoder(payload[msize + size:], trimmed=version >= container.COMPACT_VERSION)
@@ -417,6 +454,8 @@ def _decode_segments_loop(model, segments, info, wasted, low_bits, chunk, versio
     inside = cat(lambda p: F.pad(p.lay.inside, (0, N - p.lay.N)))  # (B, N)
     has_ref, couple = uses_reference(modes, lay_ref), coupled(modes, lay_ref).view(B, C)
     no_symbols = exact(modes).view(B, C)
+    verb = verbatim(modes).view(B, C)
+    any_verbatim = bool(verb.any())
     P = max(p.pred.order for p in parts)  # the longest predictor (format 10 on; before, the model's)
     # oldest-first windows (below) take the taps in reverse order, zero taps in front of the
     # shorter orders: the same exact sums
@@ -433,7 +472,7 @@ def _decode_segments_loop(model, segments, info, wasted, low_bits, chunk, versio
     low = torch.zeros(B, C, N, dtype=torch.int64)
     step_bits = min(wasted, 8)
     zeros = torch.zeros(B, dtype=torch.int64)
-    uniform = torch.full((B, 256), 1 << (PRECISION - 8), dtype=torch.int64) if low_bits else None
+    uniform, uniform_low = uniform_tables(step_bits)
     for t in range(N):
         prev = hist[:, :, H + t - 1].to(torch.int64).reshape(-1) if t else torch.zeros(B * C, dtype=torch.int64)
         rprev = torch.roll(prev, 1, 0) * has_ref
@@ -451,12 +490,18 @@ def _decode_segments_loop(model, segments, info, wasted, low_bits, chunk, versio
             e_ref = zeros if c == 0 else torch.where(couple[:, c], (s_prev << MEAN_BITS) - lpc_prev, 0)
             head.start(params[:, c], lpc, e_ref)
             coded = m & ~no_symbols[:, c]
-            hi = _decode_symbols(parts, head.high_freqs(), coded)
+            high = head.high_freqs()
+            if any_verbatim:
+                high = torch.where(verb[:, c:c + 1], uniform, high)
+            hi = _decode_symbols(parts, high, coded)
             lo = torch.zeros(B, dtype=torch.int64)
             if step_bits < 8:
-                lo = _decode_symbols(parts, head.low_freqs(hi, step_bits), coded) << step_bits
+                tables = head.low_freqs(hi, step_bits)
+                if any_verbatim:
+                    tables = torch.where(verb[:, c:c + 1], uniform_low, tables)
+                lo = _decode_symbols(parts, tables, coded) << step_bits
             if low_bits:
-                low[:, c, t] = _decode_symbols(parts, uniform, m)
+                low[:, c, t] = _decode_symbols(parts, uniform.expand(B, 256), m)
             # a stream without symbols is its prediction (clamped: a corrupt file then fails its CRC)
             s = torch.where(no_symbols[:, c], (lpc >> MEAN_BITS).clamp(-32768, 32767),
                             ((hi << 8) | (lo & 255)) - 32768)

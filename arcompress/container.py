@@ -56,14 +56,15 @@ Audio files (kind 2) share the first 7 bytes; then, from version 6 (see :func:`p
                so that a long recording is written and read one segment at a time; from
                version 5 a segment's range-coded stream is trimmed (coder.py); from version 7
                its linear predictors are Rice-coded (tapcode.py), before that 16 bits a tap;
-               from version 9 the predictors follow the streams' coding modes (audio_modes.py)
+               from version 9 the predictors follow the streams' coding modes (audio_modes.py);
+               from version 11 a stream's mode may be verbatim (uniform tables)
 
 The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote, after the kind byte: channels
 (1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
 (always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
 Versions 6 and 7 write image files exactly as version 5 did; version 8 too, unless a channel's
-level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION); versions 9 and 10
-change audio segments only.
+level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION); versions 9, 10 and
+11 change audio segments only.
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -79,9 +80,9 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 10
+FORMAT_VERSION = 11
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
@@ -103,6 +104,8 @@ STREAM_MODES_VERSION = 9
 #: from this version on, the encoder chooses each audio stream's predictor order (2 to 128
 #: taps; tapcode.LPC_ORDERS) and stores it with the taps; before, every stream had the model's
 LPC_ORDERS_VERSION = 10
+#: from this version on, an audio stream may be coded verbatim (audio_modes.VERBATIM)
+VERBATIM_VERSION = 11
 #: the last version that changed how image files are written (later ones write the same bytes
 #: apart from the version byte)
 IMAGE_LAYOUT_VERSION = LEVEL_SETS_VERSION

@@ -1,6 +1,8 @@
 """Inputs of the stored golden files (tests/data/golden_*.arc), from integer formulas only, so
-that every machine makes the same arrays.  ``python tests/golden.py`` writes the files again
-(only when the format is meant to change: test_golden then pins the new one)."""
+that every machine makes the same arrays.  ``python tests/golden.py [NAME...]`` writes the
+named files (all without names) again: only when the format is meant to change, or for a new
+case; test_golden then pins the new one.  The first five were written in format 10, ``noise16``
+in format 11 (its streams verbatim)."""
 
 from __future__ import annotations
 
@@ -59,6 +61,11 @@ def mono24() -> np.ndarray:
     return (_wave(1000, 160, 100_000, 6) * 64 + _noise(1000, 7) % 256).astype(np.int32).reshape(-1, 1)
 
 
+def noise16() -> np.ndarray:
+    """(600, 2) int16 at 16 kHz: full-scale white noise (format 11 codes it verbatim)."""
+    return (_noise(1200, 8) - 32768).reshape(600, 2).astype(np.int16)
+
+
 #: name -> (array, sample rate or None for images, bits)
 CASES = {
     "rgb": (rgb, None, 8),
@@ -66,6 +73,7 @@ CASES = {
     "stereo16": (stereo16, 44100, 16),
     "speech8k": (speech8k, 8000, 16),
     "mono24": (mono24, 48000, 24),
+    "noise16": (noise16, 16000, 16),
 }
 
 
@@ -73,11 +81,12 @@ def path(name: str) -> Path:
     return DATA / f"golden_{name}.arc"
 
 
-def write_all() -> None:
+def write(names: list[str]) -> None:
     import arcompress
     from arcompress import api
     DATA.mkdir(exist_ok=True)
-    for name, (make, rate, bits) in CASES.items():
+    for name in names:
+        make, rate, bits = CASES[name]
         arr = make()
         data = arcompress.compress(arr) if rate is None else api.compress_audio(arr, rate, bits)
         path(name).write_bytes(data)
@@ -85,4 +94,5 @@ def write_all() -> None:
 
 
 if __name__ == "__main__":
-    write_all()
+    import sys
+    write(sys.argv[1:] or list(CASES))

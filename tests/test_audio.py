@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from arcompress import audio_codec, audiofile, container, zoo
 from arcompress.audio_head import ExactAudioHead, chunk_lpc, exact_lpc_step, predictor_windows, residual
-from arcompress.audio_modes import EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, pack_modes, unpack_modes
+from arcompress.audio_modes import EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, VERBATIM, pack_modes, unpack_modes
 from arcompress.audiofile import AudioInfo
 from arcompress.cli import main
 from arcompress.coder import DecodeError
@@ -153,16 +153,18 @@ def test_older_audio_versions_still_decode(audio_models, monkeypatch):
     """Version 4 wrote constriction's whole little-endian words; version 5 trims them; version 6
     writes a compact header; version 7 Rice-codes the predictors; version 8 (image level sets)
     writes audio as version 7 did; version 9 adds the stream modes (one byte per segment when
-    every stream has mode 0); version 10 each stream's predictor order.  All decode."""
+    every stream has mode 0); version 10 each stream's predictor order; version 11 verbatim streams
+    (a tone has none, so the same bytes as version 10 but for the version).  All decode."""
     x = tone(600, 2, seed=3)
     old = {}
-    for version in (4, 5, 6, 7, 8, 9):
+    for version in (4, 5, 6, 7, 8, 9, 10):
         monkeypatch.setattr(container, "FORMAT_VERSION", version)
         old[version] = roundtrip(audio_models["tiny"], x)[1]
         monkeypatch.undo()
     back, new, _ = roundtrip(audio_models["tiny"], x)
-    assert [d[4] for d in (*old.values(), new)] == [4, 5, 6, 7, 8, 9, 10]
+    assert [d[4] for d in (*old.values(), new)] == [4, 5, 6, 7, 8, 9, 10, 11]
     assert len(old[7]) < len(old[6]) < len(old[5]) < len(old[4])
+    assert _segments(old[10]) == _segments(new) and len(old[10]) == len(new)
     assert len(old[8]) == len(old[7])  # the same bytes but for the version and the header CRC
     assert len(old[5]) - len(old[6]) >= 24 + 20  # the digest's last 24 bytes and the metadata JSON
     for data in old.values():
@@ -248,7 +250,7 @@ def test_segments_stepped_together_decode_as_alone(monkeypatch):
     orders = []
     for payload, _ in segs:
         lay = audio_codec._Layout(500, 2, 250)
-        modes, size = unpack_modes(payload, 2, lay.B * 2)
+        modes, size = unpack_modes(payload, 2, lay.B * 2, h.version)
         pred, _ = audio_codec.unpack_predictors(payload[size:], audio_codec.uses_reference(modes, lay.has_ref),
                                                 model.config.lpc, model.config.lpc_cross, h.version)
         orders.append(pred.order)
@@ -316,12 +318,20 @@ def test_stream_modes_pack_and_reject_corrupt_fields():
         ref = torch.tensor(rng.choice([REF_FULL, REF_NONE, REF_TAPS], streams))
         modes = torch.where(first, 0, ref) | torch.tensor(rng.choice([0, EXACT], streams))
         data = pack_modes(modes)
-        back, size = unpack_modes(data + b"\x33 rest", channels, streams)
+        back, size = unpack_modes(data + b"\x33 rest", channels, streams, 10)
         assert size == len(data) and torch.equal(back, modes)
     assert pack_modes(torch.zeros(5, dtype=torch.int64)) == b"\x00"
     for bad in [b"", b"\x02", b"\x01", b"\x01\x30", b"\x01\x10", b"\x01\x08", b"\x01\x03", b"\x01\x00\x01"]:
         with pytest.raises(container.FormatError):
-            unpack_modes(bad, 2, 3 if bad == b"\x01\x00\x01" else 2)
+            unpack_modes(bad, 2, 3 if bad == b"\x01\x00\x01" else 2, 10)
+    # format 11: a stream may be verbatim (the first channel too), never verbatim and exact
+    for good, modes in [(b"\x01\x08", [0, VERBATIM]), (b"\x01\x89", [VERBATIM, VERBATIM | REF_NONE])]:
+        assert unpack_modes(good, 2, 2, 11)[0].tolist() == modes
+        with pytest.raises(container.FormatError):
+            unpack_modes(good, 2, 2, 10)
+    for bad in [b"\x01\x0c", b"\x01\xc0", b"\x01\x0b", b"\x01\x18"]:
+        with pytest.raises(container.FormatError):
+            unpack_modes(bad, 2, 2, 11)
 
 
 def test_copied_channel_and_silence_cost_no_symbols(audio_models):
@@ -335,10 +345,29 @@ def test_copied_channel_and_silence_cost_no_symbols(audio_models):
     st = np.concatenate([x, x], 1)
     back, stereo, _ = roundtrip(model, st, chunk=128, group=5)
     assert np.array_equal(back, st)
-    modes, _ = unpack_modes(_first_segment(stereo), 2, 10)
+    modes, _ = unpack_modes(_first_segment(stereo), 2, 10, container.FORMAT_VERSION)
     exact_first = (modes[0::2] & EXACT) > 0
     assert (modes[1::2] & EXACT).all() and exact_first.tolist() == [False, True, False, False, False]
     assert len(stereo) - len(mono) < 5 * 12  # the copy's predictors only (at most 12 bytes a chunk)
+
+
+@pytest.mark.parametrize("bits,channels,wasted", [(16, 1, 0), (16, 2, 2), (8, 1, 0), (24, 2, 0)])
+def test_full_scale_noise_costs_no_more_than_its_pcm(audio_models, monkeypatch, bits, channels, wasted):
+    """Format 11: where the model would code a stream in more bits than the samples' own width
+    (full-scale white noise), the stream is coded verbatim, so the file is about as large as the
+    PCM (a few bytes per segment of header, modes and predictors); format 10 wrote far more."""
+    model = audio_models["cross"]
+    x = AUDIO_WORST_CASES["noise"](2000, channels, bits - wasted) << wasted
+    back, data, _ = roundtrip(model, x, bits, chunk=500, group=2)
+    assert np.array_equal(back, x)
+    pcm = x.size * (bits - wasted) / 8
+    assert len(data) <= pcm + 150
+    lay = audio_codec._Layout(1000, channels, 500)
+    modes, _ = unpack_modes(_first_segment(data), channels, lay.B * channels, container.FORMAT_VERSION)
+    assert bool((modes & VERBATIM).all())
+    monkeypatch.setattr(container, "FORMAT_VERSION", 10)
+    back10, data10, _ = roundtrip(model, x, bits, chunk=500, group=2)
+    assert np.array_equal(back10, x) and len(data10) > pcm * 1.05
 
 
 def test_streams_get_their_own_predictor_orders(monkeypatch):
@@ -353,7 +382,7 @@ def test_streams_get_their_own_predictor_orders(monkeypatch):
     back, data, _ = roundtrip(model, x, chunk=1000, group=2)
     assert np.array_equal(back, x)
     segment = _first_segment(data)
-    modes, size = unpack_modes(segment, 2, 4)
+    modes, size = unpack_modes(segment, 2, 4, container.FORMAT_VERSION)
     pred, _ = audio_codec.unpack_predictors(segment[size:], audio_codec.uses_reference(modes, torch.tensor(
         [False, True, False, True])), model.config.lpc, model.config.lpc_cross, container.FORMAT_VERSION)
     assert (pred.orders[0::2] >= 64).all() and (pred.orders[1::2] <= 8).all()
@@ -387,6 +416,12 @@ def test_order_choice_never_costs_more_than_either_order(audio_models, monkeypat
     assert st_est.nll_bits != st_own.nll_bits
 
 
+def _segments(data: bytes) -> list[bytes]:
+    r = container.audio_reader(data)
+    h = container.read_audio_header(r)
+    return [container.read_segment(r) for _ in range(h.segment_count())]
+
+
 def _first_segment(data: bytes) -> bytes:
     r = container.audio_reader(data)
     container.read_audio_header(r)
@@ -407,7 +442,7 @@ def test_every_stream_mode_decodes_exactly(audio_models, monkeypatch, channels):
     for _ in range(3):
         back, data, _ = roundtrip(model, x, chunk=100, group=7)
         assert np.array_equal(back, x)
-        modes, _ = unpack_modes(_first_segment(data), channels, 7 * channels)
+        modes, _ = unpack_modes(_first_segment(data), channels, 7 * channels, container.FORMAT_VERSION)
         later = modes[torch.arange(7 * channels) % channels > 0] & REF_MASK
         assert {REF_FULL, REF_NONE, REF_TAPS} >= set(later.tolist()) and len(set(later.tolist())) > 1
         assert data != chosen

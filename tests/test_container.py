@@ -126,11 +126,11 @@ def test_older_versions_still_decode(tiny_models, monkeypatch):
     new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     assert [d[4] for d in (*old.values(), new)] == [1, 2, 3, 4, container.FORMAT_VERSION]
     assert len(old[1]) == len(old[2]) + 24
-    assert container.FORMAT_VERSION == container.LPC_ORDERS_VERSION == 10  # versions 9 and 10 changed audio only
+    assert container.FORMAT_VERSION == container.VERBATIM_VERSION == 11  # versions 9, 10 and 11 changed audio only
     assert container.IMAGE_LAYOUT_VERSION == container.LEVEL_SETS_VERSION == 8
     assert len(new) < len(old[4])  # a compact header and a trimmed stream
     assert container.unpack(old[1]).planes[0].model_digest == tiny_models[3].digest
-    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 10]
+    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 11]
     for data in (*old.values(), new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
