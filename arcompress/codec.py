@@ -7,6 +7,7 @@ all tiles of the group that are inside the image at (i, j).
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import zlib
@@ -20,8 +21,9 @@ from tqdm import tqdm
 from . import container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
-from .head import (LEVELS, PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets,
-                   exact_bits, freqs_from_masses, level_mask, levels_used, scale_offset, tile_bits)
+from .head import (LEVELS, PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, UNIFORM_TILE, ExactHead,
+                   choose_scale_offsets, exact_bits, freqs_from_masses, level_mask, levels_used, scale_offset,
+                   tile_bits, uniform_freqs)
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
 from .plan import DEFAULT_GROUP, DEFAULT_TILE, MIN_SPLIT_GROUP, TilePlan, default_group  # noqa: F401
@@ -50,6 +52,7 @@ class EncodeStats:
     nll_bits: float = 0.0
     payload_bytes: int = 0
     models: list[str] = field(default_factory=list)  # the model of each plane group
+    uniform_channels: int = 0  # tiles' channels coded with uniform tables (format 12)
 
 
 def _device(spec: str) -> torch.device:
@@ -94,9 +97,46 @@ def _ops_on(model: zoo.ExactModel, device: torch.device) -> ExactOps:
     return _gpu_ops[key]
 
 
-def _offset_tables(n: int) -> torch.Tensor:
-    """Uniform tables (n, SCALE_OFFSETS) for scale-offset indices (4 bits each)."""
-    return torch.full((n, SCALE_OFFSETS), (1 << PRECISION) // SCALE_OFFSETS, dtype=torch.int64)
+#: format 12 on: the frequency (of 2**PRECISION) of UNIFORM_TILE among a segment's offset
+#: indices: 12 bits where a tile's channel is coded uniformly, 0.0004 bits more on each other index
+UNIFORM_TILE_FREQ = 1 << 12
+
+
+def _offset_tables(n: int, version: int) -> torch.Tensor:
+    """The tables of n scale-offset indices in a file of format ``version``: (n, SCALE_OFFSETS),
+    equal (4 bits each), before version 12; from 12, (n, SCALE_OFFSETS + 1) with UNIFORM_TILE
+    at UNIFORM_TILE_FREQ and the scale offsets sharing the rest equally."""
+    if version < container.UNIFORM_TILES_VERSION:
+        return torch.full((n, SCALE_OFFSETS), (1 << PRECISION) // SCALE_OFFSETS, dtype=torch.int64)
+    row = torch.full((1, SCALE_OFFSETS + 1), ((1 << PRECISION) - UNIFORM_TILE_FREQ) // SCALE_OFFSETS,
+                     dtype=torch.int64)
+    row[0, UNIFORM_TILE] = UNIFORM_TILE_FREQ
+    return row.expand(n, -1)
+
+
+def _uniform_tiles(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offset indices (B, C) -> (the log-scale offsets (B, C) in fixed point, with no offset
+    where a channel is uniform; (B, C) bool, the uniform tiles' channels)."""
+    uniform = offsets == UNIFORM_TILE
+    return scale_offset(torch.where(uniform, SCALE_OFFSET_ZERO, offsets)), uniform
+
+
+def choose_uniform_tiles(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
+                         offsets: torch.Tensor, chunk: int = DEFAULT_GROUP) -> torch.Tensor:
+    """``offsets`` (N, C) with UNIFORM_TILE for every channel of each tile that the model, at
+    those offsets, would code in more bits (float NLL, :func:`head.tile_bits`) than uniform
+    tables over the levels each channel uses (log2 of their count a sub-pixel: 8 for all 256,
+    a little more where :func:`choose_level_sets` then finds the set not worth writing): white
+    noise, where a model trained on photos is sure of the wrong thing.  Format 12 on."""
+    c = tiles.shape[1]
+    sym = tiles.transpose(0, 1).reshape(c, -1)[:, inside.reshape(-1).bool()]
+    per_pixel = sum(math.log2(max(1, bin(levels_used(sym[ch])).count("1"))) for ch in range(c))
+    bits = torch.cat([tile_bits(params[s:s + chunk].to(torch.float32) / fp.ONE, tiles[s:s + chunk],
+                                inside[s:s + chunk], offsets[s:s + chunk]) for s in range(0, len(tiles), chunk)])
+    flat = inside.flatten(1).sum(1).to(bits.dtype) * per_pixel
+    out = offsets.clone()
+    out[bits > flat] = UNIFORM_TILE
+    return out
 
 
 def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
@@ -105,8 +145,9 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
     """Code one lock-step group: tiles (B, C, h, w), inside (B, 1, h, w), params (B, P, h, w).
 
     The segment starts with each tile's scale-offset indices (B, C) ``offsets``
-    (:func:`_tile_offsets`); none are written when they are None (format versions before
-    container.ADAPTIVE_SCALES_VERSION).  ``levels``: the plane group's level sets (header).
+    (:func:`_tile_offsets`, :func:`choose_uniform_tiles`); none are written when they are None
+    (format versions before container.ADAPTIVE_SCALES_VERSION).  ``levels``: the plane group's
+    level sets (header).
     """
     b, c, h, w = tiles.shape
     head = ExactHead(model.ops.tables, c, model.config.mixtures, levels)
@@ -115,17 +156,21 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
     sym = tiles.permute(2, 3, 0, 1).reshape(h * w * b, c).to(torch.int64)
     ins = inside.permute(2, 3, 0, 1).reshape(h * w * b).bool()
     enc = Encoder()
-    shifts = None
+    shifts, uniform = None, torch.zeros(b, c, dtype=torch.bool)
     if offsets is not None:
-        enc.encode(offsets.flatten(), _offset_tables(b * c))
-        shifts = scale_offset(offsets)
+        enc.encode(offsets.flatten(), _offset_tables(b * c, container.FORMAT_VERSION))
+        shifts, uniform = _uniform_tiles(offsets)
+    flat = [uniform_freqs(m) for m in (levels or [None] * c)]
+    any_uniform = bool(uniform.any())
     per = max(b, (HEAD_CHUNK_ROWS // b) * b)
     for s in range(0, h * w * b, per):
         e = min(s + per, h * w * b)
         head.start(p[s:e], None if shifts is None else shifts.repeat((e - s) // b, 1))
+        rows_uniform = uniform.repeat((e - s) // b, 1) if any_uniform else None
         freqs = []
         for ch in range(c):
-            freqs.append(head.freqs(ch))
+            f = head.freqs(ch)
+            freqs.append(torch.where(rows_uniform[:, ch:ch + 1], flat[ch], f) if any_uniform else f)
             head.observe(ch, sym[s:e, ch])
         f = torch.stack(freqs, 1).reshape(-1, b, c, 256).transpose(1, 2)  # (pos, C, B, 256)
         x = sym[s:e].reshape(-1, b, c).transpose(1, 2)  # (pos, C, B)
@@ -172,6 +217,11 @@ def _level_savings(model: zoo.ExactModel, sym: torch.Tensor, params: torch.Tenso
     return saved
 
 
+def _lowest(mask: int) -> int:
+    """The lowest level in a non-empty 256-bit level set."""
+    return (mask & -mask).bit_length() - 1
+
+
 def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
                       params: torch.Tensor, offsets: torch.Tensor | None,
                       sample: int = LEVEL_SAMPLE_PIXELS) -> list[int | None]:
@@ -184,8 +234,9 @@ def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.
     Where the estimate lies within ``LEVEL_SAMPLE_Z`` standard errors of the field's cost and
     those standard errors exceed ``LEVEL_SAMPLE_TOLERANCE_BITS``, the choice is not trusted to
     the sample: it is measured again on ``LEVEL_SAMPLE_GROWTH`` times as many pixels, up to
-    every pixel, where the saving is exact.  Returns [] when no channel gains: the
-    header then carries no level sets.
+    every pixel, where the saving is exact.  In a tile's channel coded uniformly
+    (``offsets`` UNIFORM_TILE, format 12) the saving is the uniform tables' own.  Returns []
+    when no channel gains: the header then carries no level sets.
     """
     n, c, h, w = tiles.shape
     sym = tiles.permute(0, 2, 3, 1).reshape(-1, c).to(torch.int64)
@@ -194,7 +245,11 @@ def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.
     open_ = {ch for ch in range(c) if used[ch] != ALL_LEVELS}
     if not open_:
         return []
-    shifts = None if offsets is None else scale_offset(offsets)
+    shifts, uniform = (None, None) if offsets is None else _uniform_tiles(offsets)
+    # what a set saves on a symbol of a uniformly coded tile's channel (the same for every symbol)
+    flat_saving = [float(exact_bits(uniform_freqs(None), torch.zeros(1, dtype=torch.int64) + _lowest(used[ch]))
+                         - exact_bits(uniform_freqs(used[ch]), torch.zeros(1, dtype=torch.int64) + _lowest(used[ch])))
+                   for ch in range(c)]
     total = len(rows)
     # a fixed pseudo-random order (the same bytes on every run): a strided sample would line up
     # with the tiles' columns and over-weigh their borders, where the tables are widest
@@ -204,6 +259,10 @@ def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.
     while open_:
         pick = order[:size].sort().values  # nested samples: each stage's contains the last's
         saved = _level_savings(model, sym, params, pick, (h, w), shifts, used)
+        if uniform is not None and bool(uniform.any()):
+            in_uniform = uniform[pick // (h * w)]  # (len(pick), C)
+            for ch in range(c):
+                saved[ch, in_uniform[:, ch]] = flat_saving[ch]
         for ch in sorted(open_):
             estimate = float(saved[ch].mean()) * total
             cost = 8 * (len(container.pack_level_sets([used[ch]], 1)) - 1)
@@ -265,12 +324,14 @@ def _candidates(chosen, channels: int) -> list[zoo.ExactModel]:
 
 def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int | None = None,
                  device: str = "cpu", progress: bool | None = None,
-                 adapt: bool = True, level_sets: bool = True) -> tuple[bytes, EncodeStats]:
+                 adapt: bool = True, level_sets: bool = True, uniform_tiles: bool = True
+                 ) -> tuple[bytes, EncodeStats]:
     """Encode an image; ``model_for(channels)`` gives the model of each plane group, or a list of
     models to pick from (the one with the fewest estimated bits: ``--model best``);
     ``adapt``: choose each tile's and channel's scale offset (else the model's own scales are used);
     ``level_sets``: restrict a channel's tables to the levels it uses where that saves bits
-    (:func:`choose_level_sets`)."""
+    (:func:`choose_level_sets`); ``uniform_tiles``: code a tile's channels uniformly where the
+    model would take more bits (:func:`choose_uniform_tiles`; format 12)."""
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
     h, w, _ = img.pixels.shape
@@ -291,6 +352,9 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
         model, params, offsets = _pick_model(models, tiles, inside, dev, bar, adapt)
         stats.models.append(model.name)
         levels = []
+        if uniform_tiles and offsets is not None and container.FORMAT_VERSION >= container.UNIFORM_TILES_VERSION:
+            offsets = choose_uniform_tiles(params, tiles, inside, offsets)
+            stats.uniform_channels += int((offsets == UNIFORM_TILE).sum())
         if level_sets and container.FORMAT_VERSION >= container.LEVEL_SETS_VERSION:
             levels = choose_level_sets(model, tiles, inside, params, offsets)
         segs = [_encode_group(model, tiles[g], inside[g], params[g], stats,
@@ -334,7 +398,11 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     ops = model.ops
     dec = Decoder(payload, trimmed=version >= container.COMPACT_VERSION)
     adapted = version >= container.ADAPTIVE_SCALES_VERSION
-    shifts = scale_offset(dec.decode(_offset_tables(b * c)).view(b, c)) if adapted else None
+    shifts, uniform = None, torch.zeros(b, c, dtype=torch.bool)
+    if adapted:
+        shifts, uniform = _uniform_tiles(dec.decode(_offset_tables(b * c, version)).view(b, c))
+    flat = [uniform_freqs(m) for m in (levels or [None] * c)]
+    any_uniform = bool(uniform.any())
     cache = model.net.CachedDecoder(ops, b, h, w)
     head = ExactHead(ops.tables, c, model.config.mixtures, levels)
     out = torch.zeros(b, c, h, w, dtype=torch.int64)
@@ -346,6 +414,8 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
             m = ins_bool[:, i, j]
             for ch in range(c):
                 f = head.freqs(ch)
+                if any_uniform:
+                    f = torch.where(uniform[:, ch:ch + 1], flat[ch], f)
                 sym = torch.zeros(b, dtype=torch.int64)
                 sym[m] = dec.decode(f[m])
                 head.observe(ch, sym)

@@ -24,7 +24,10 @@ Image layout, versions 5-9 (integers are unsigned LEB128 varints unless a size i
                         segment's byte length (as many segments as the tiling has tile groups)
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
     payload    the segments, in order; each is one trimmed range-coded stream (coder.py) that
-               starts with one scale-offset index per tile and channel, 4 bits each (codec, head)
+               starts with one scale-offset index per tile and channel, 4 bits each (codec, head);
+               from version 12 an index may also be head.UNIFORM_TILE (the channel's symbols in
+               that tile coded with a uniform table over its levels), coded with the frequency
+               codec.UNIFORM_TILE_FREQ, the 16 scale offsets sharing the rest
 
 Version 5 leaves out what the reader can derive (plane-group count, channels, segment counts,
 the default tiling) or what is usually empty (metadata and name lengths): 7 bytes less on a
@@ -63,8 +66,9 @@ The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote,
 (1 byte), rate, frames, bits, wasted and low bits (1 byte each), chunk, group, crc32, meta
 (always), the model's name and its whole 32-byte SHA-256, hcrc: 125 bytes for that file.
 Versions 6 and 7 write image files exactly as version 5 did; version 8 too, unless a channel's
-level set pays for itself (codec.choose_level_sets; IMAGE_LAYOUT_VERSION); versions 9, 10 and
-11 change audio segments only.
+level set pays for itself (codec.choose_level_sets); versions 9, 10 and 11 change audio
+segments only; version 12 changes image segments (their offset indices' table, so every image
+file's bytes; IMAGE_LAYOUT_VERSION) and writes audio as version 11.
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -80,9 +84,9 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 11
+FORMAT_VERSION = 12
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
@@ -106,9 +110,12 @@ STREAM_MODES_VERSION = 9
 LPC_ORDERS_VERSION = 10
 #: from this version on, an audio stream may be coded verbatim (audio_modes.VERBATIM)
 VERBATIM_VERSION = 11
+#: from this version on, an image tile's channel may be coded with a uniform table (its scale-
+#: offset index head.UNIFORM_TILE, coded among the offsets with a small frequency)
+UNIFORM_TILES_VERSION = 12
 #: the last version that changed how image files are written (later ones write the same bytes
 #: apart from the version byte)
-IMAGE_LAYOUT_VERSION = LEVEL_SETS_VERSION
+IMAGE_LAYOUT_VERSION = UNIFORM_TILES_VERSION
 #: flags in the mode byte of a compact (version 5) image header
 MODE_BITS = 0x07
 HAS_META = 0x08

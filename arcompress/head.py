@@ -53,6 +53,9 @@ def split_params(params: torch.Tensor, channels: int, mixtures: int):
 SCALE_OFFSETS = 16
 SCALE_OFFSET_ZERO = 4
 SCALE_OFFSET_STEP = fp.ONE // 8
+#: format 12 on: the index, after the scale offsets, of a tile's channel coded with a uniform
+#: table over its levels (:func:`uniform_freqs`) instead of the model's (noise)
+UNIFORM_TILE = SCALE_OFFSETS
 
 
 def scale_offset(index: torch.Tensor) -> torch.Tensor:
@@ -228,6 +231,13 @@ def freqs_from_masses(mass: torch.Tensor) -> torch.Tensor:
     top = freq.argmax(dim=-1)
     freq[torch.arange(freq.shape[0], device=freq.device), top] += deficit
     return freq
+
+
+def uniform_freqs(levels: int | None) -> torch.Tensor:
+    """(1, 256): the table of a channel coded uniformly (UNIFORM_TILE): equal frequencies on the
+    levels of the 256-bit set ``levels`` (all 256 when None: 8 bits a symbol), 1 elsewhere."""
+    mass = torch.ones(1, LEVELS, dtype=torch.int64) if levels is None else level_mask(levels).view(1, -1)
+    return freqs_from_masses(mass)
 
 
 def level_mask(mask: int) -> torch.Tensor:

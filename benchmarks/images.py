@@ -141,7 +141,7 @@ def arcompress_row(img: ImageData, decode: bool, tile: int = codec.DEFAULT_TILE)
     n = img.pixels.size
     own, adapted = float_nll_bits(img, tile)
     row = {"bytes": len(data), "header_bytes": len(data) - stats.payload_bytes, "format_version": data[4],
-           "models": stats.models,
+           "models": stats.models, "uniform_tile_channels": stats.uniform_channels,
            "bpsp_written": 8 * len(data) / n, "bpsp_exact_nll": stats.nll_bits / n,
            "bpsp_float_nll": own / n, "bpsp_float_nll_adapted": adapted / n, "encode_s": t_enc,
            "encode_px_per_s": img.pixels.shape[0] * img.pixels.shape[1] / t_enc}

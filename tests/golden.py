@@ -2,7 +2,7 @@
 that every machine makes the same arrays.  ``python tests/golden.py [NAME...]`` writes the
 named files (all without names) again: only when the format is meant to change, or for a new
 case; test_golden then pins the new one.  The first five were written in format 10, ``noise16``
-in format 11 (its streams verbatim)."""
+in format 11 (its streams verbatim), ``noise_rgb`` in format 12 (uniform tiles)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,12 @@ def noise16() -> np.ndarray:
     return (_noise(1200, 8) - 32768).reshape(600, 2).astype(np.int16)
 
 
+def noise_rgb() -> np.ndarray:
+    """(12, 10, 3) uint8: white noise on the levels 0..254 (format 12 codes it in uniform tiles,
+    with level sets)."""
+    return (_noise(360, 9) % 255).reshape(12, 10, 3).astype(np.uint8)
+
+
 #: name -> (array, sample rate or None for images, bits)
 CASES = {
     "rgb": (rgb, None, 8),
@@ -74,6 +80,7 @@ CASES = {
     "speech8k": (speech8k, 8000, 16),
     "mono24": (mono24, 48000, 24),
     "noise16": (noise16, 16000, 16),
+    "noise_rgb": (noise_rgb, None, 8),
 }
 
 

@@ -126,11 +126,11 @@ def test_older_versions_still_decode(tiny_models, monkeypatch):
     new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     assert [d[4] for d in (*old.values(), new)] == [1, 2, 3, 4, container.FORMAT_VERSION]
     assert len(old[1]) == len(old[2]) + 24
-    assert container.FORMAT_VERSION == container.VERBATIM_VERSION == 11  # versions 9, 10 and 11 changed audio only
-    assert container.IMAGE_LAYOUT_VERSION == container.LEVEL_SETS_VERSION == 8
+    assert container.FORMAT_VERSION == container.UNIFORM_TILES_VERSION == 12  # versions 9, 10 and 11 changed audio only
+    assert container.IMAGE_LAYOUT_VERSION == container.UNIFORM_TILES_VERSION
     assert len(new) < len(old[4])  # a compact header and a trimmed stream
     assert container.unpack(old[1]).planes[0].model_digest == tiny_models[3].digest
-    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 11]
+    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 12]
     for data in (*old.values(), new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
@@ -217,7 +217,7 @@ SHIPPED_DIGESTS = {
     "pixelcnn-multires": "4aa58313f3ddeef1", "wavenet-audio": "2ab40a9ee0ef5d42", "wavenet-audio2": "d24814d89469baa1",
     "wavenet-speech8k": "3d16c59dc6389961", "pixelcnn-gray2": "1e282dd14b86126f", "pixelcnn-rgb4": "c03e04c62d9ee2e0",
     "wavenet-speech8k2": "e77679e9adca2913", "pixelcnn-rgb5": "f385858d1f7f3a2f",
-    "wavenet-speech8k3": "4fa411943867e55d", "pixelcnn-gray3": "ff4d6dd408c1c46e",
+    "wavenet-speech8k3": "4fa411943867e55d", "pixelcnn-gray3": "ff4d6dd408c1c46e", "pixelcnn-rgb6": "88ba32df7c35ef7a",
 }
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from arcompress import codec, container
-from arcompress.head import (SCALE_OFFSET_ZERO, SCALE_OFFSETS, ExactHead, choose_scale_offsets, levels_used,
-                             tile_bits)
+from arcompress import codec, container, zoo
+from arcompress.head import (SCALE_OFFSET_ZERO, SCALE_OFFSETS, UNIFORM_TILE, ExactHead, choose_scale_offsets,
+                             levels_used, tile_bits)
 from arcompress.media import from_array
 from arcompress.plan import TilePlan
 
@@ -158,7 +158,7 @@ def test_exact_model_stays_close_to_the_float_model(which, adapt, request):
         offsets = choose_scale_offsets(params, x, inside) if adapt else torch.full((1, 3), SCALE_OFFSET_ZERO)
         float_bits = float(tile_bits(params, x, inside, offsets)[0])
     _, stats = codec.encode_image(from_array(img), lambda c: model, tile=16, adapt=adapt,
-                                  level_sets=False)  # the float NLL knows no level sets
+                                  level_sets=False, uniform_tiles=False)  # nor does the float NLL
     assert abs(stats.nll_bits / float_bits - 1) < 0.02, (stats.nll_bits, float_bits)
 
 
@@ -175,16 +175,23 @@ def test_any_scale_offsets_round_trip(which, request, monkeypatch):
         return idx
 
     monkeypatch.setattr(codec, "choose_scale_offsets", random_offsets)
+
+    def random_uniform(params, tiles, inside, offsets):  # format 12: some channels uniform
+        return torch.where(torch.rand(offsets.shape, generator=gen) < 0.3, UNIFORM_TILE, offsets)
+
+    monkeypatch.setattr(codec, "choose_uniform_tiles", random_uniform)
     for kind in ("noise", "saturated", "flat"):
         a = WORST_CASES[kind](13, 11, 3)
         data, _ = codec.encode_image(from_array(a), models.__getitem__, tile=4, group=5)
         assert np.array_equal(codec.decode_image(data, lambda n, d: models[3]).pixels, a), kind
 
 
-def test_scale_adaptation_pays_where_the_model_is_overconfident():
+def test_scale_adaptation_pays_where_the_model_is_overconfident(monkeypatch):
     """``pixelcnn-rgb``, trained on photos only, is overconfident on noise: the encoder picks
-    wider scales, the file shrinks by more than 10 %, and it decodes exactly."""
+    wider scales, the file shrinks by more than 10 %, and it decodes exactly (without the
+    uniform tiles of format 12, which would code this noise uniformly either way)."""
     from arcompress import zoo
+    monkeypatch.setattr(codec, "choose_uniform_tiles", lambda params, tiles, inside, offsets: offsets)
     model = zoo.resolve("pixelcnn-rgb")
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -205,9 +212,11 @@ def test_the_encoder_picks_the_candidate_with_the_fewest_bits(tiny_models, snail
     for m in candidates:
         params = codec.exact_params(m, tiles, inside, torch.device("cpu"))
         estimates.append(codec.estimated_bits(params, tiles, inside, True))
-        exact.append(codec.encode_image(from_array(img), lambda c: m, tile=8, group=4, level_sets=False)[1].nll_bits)
+        exact.append(codec.encode_image(from_array(img), lambda c: m, tile=8, group=4, level_sets=False,
+                                        uniform_tiles=False)[1].nll_bits)
     assert max(abs(e / x - 1) for e, x in zip(estimates, exact)) < 0.02, (estimates, exact)
-    data, stats = codec.encode_image(from_array(img), lambda c: candidates, tile=8, group=4, level_sets=False)
+    data, stats = codec.encode_image(from_array(img), lambda c: candidates, tile=8, group=4, level_sets=False,
+                                     uniform_tiles=False)
     best = candidates[int(np.argmin(estimates))]
     assert stats.models == [best.name] and stats.nll_bits == exact[int(np.argmin(estimates))]
     by_digest = {m.digest[:8]: m for m in candidates}
@@ -250,9 +259,11 @@ def test_level_savings_are_the_exact_nll_difference(tiny_models, monkeypatch):
         seen["saved"] = float(codec._level_savings(model, sym, params, rows, tiles.shape[2:], shifts, used).sum())
         return used
 
-    plain = codec.encode_image(from_array(img), lambda c: model, tile=8, group=3, level_sets=False)[1].nll_bits
+    plain = codec.encode_image(from_array(img), lambda c: model, tile=8, group=3, level_sets=False,
+                               uniform_tiles=False)[1].nll_bits
     monkeypatch.setattr(codec, "choose_level_sets", every_channels_set)
-    restricted = codec.encode_image(from_array(img), lambda c: model, tile=8, group=3)[1].nll_bits
+    restricted = codec.encode_image(from_array(img), lambda c: model, tile=8, group=3,
+                                    uniform_tiles=False)[1].nll_bits
     assert seen["saved"] > 0
     assert seen["saved"] == pytest.approx(plain - restricted, rel=1e-9, abs=1e-6)
 
@@ -302,3 +313,27 @@ def test_level_sets_are_written_where_they_pay():
     assert np.array_equal(codec.decode_image(restricted).pixels, sparse)
     data, _ = codec.encode_image(from_array(full), lambda c: model)
     assert container.unpack(data).planes[0].levels == []
+
+
+@pytest.mark.parametrize("shape,high", [((40, 50, 3), 256), ((40, 50, 3), 255), ((24, 40), 100)])
+def test_noise_costs_no_more_than_its_levels(monkeypatch, shape, high):
+    """Format 12: where the default model would code a tile's channels in more bits than uniform
+    tables over the levels used, they are coded uniformly, so white noise takes about log2 of
+    its level count a sub-pixel plus the header; format 11 wrote far more.  Round trips exact;
+    a natural image gets no uniform tile."""
+    noise = np.random.default_rng(5).integers(0, high, shape).astype(np.uint8)
+    data, stats = codec.encode_image(from_array(noise))
+    assert np.array_equal(codec.decode_image(data).pixels.reshape(noise.shape), noise) and stats.uniform_channels
+    ideal = noise.size * np.log2(high) / 8
+    assert len(data) <= ideal + 64, (len(data), ideal)
+    monkeypatch.setattr(container, "FORMAT_VERSION", 11)
+    data11, _ = codec.encode_image(from_array(noise))
+    assert len(data11) > 1.05 * ideal
+    monkeypatch.undo()
+    img = natural_image(32, 32, 3, seed=4)
+    plan = TilePlan(32, 32, 32, 1)
+    tiles, inside = plan.split(torch.from_numpy(img).permute(2, 0, 1))
+    model = zoo.resolve(zoo.DEFAULTS[3])
+    params = codec.exact_params(model, tiles, inside, torch.device("cpu"))
+    offsets = codec._tile_offsets(params, tiles, inside, True)
+    assert torch.equal(codec.choose_uniform_tiles(params, tiles, inside, offsets), offsets)
