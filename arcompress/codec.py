@@ -217,9 +217,11 @@ def _level_savings(model: zoo.ExactModel, sym: torch.Tensor, params: torch.Tenso
     return saved
 
 
-def _lowest(mask: int) -> int:
-    """The lowest level in a non-empty 256-bit level set."""
-    return (mask & -mask).bit_length() - 1
+def _uniform_saving(used: int) -> float:
+    """The bits a level set ``used`` (non-empty) saves on each symbol of a channel coded with a
+    uniform table (UNIFORM_TILE): the same for every symbol in the set."""
+    x = torch.tensor([(used & -used).bit_length() - 1])  # its lowest level
+    return float(exact_bits(uniform_freqs(None), x) - exact_bits(uniform_freqs(used), x))
 
 
 def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tensor,
@@ -246,10 +248,8 @@ def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.
     if not open_:
         return []
     shifts, uniform = (None, None) if offsets is None else _uniform_tiles(offsets)
-    # what a set saves on a symbol of a uniformly coded tile's channel (the same for every symbol)
-    flat_saving = [float(exact_bits(uniform_freqs(None), torch.zeros(1, dtype=torch.int64) + _lowest(used[ch]))
-                         - exact_bits(uniform_freqs(used[ch]), torch.zeros(1, dtype=torch.int64) + _lowest(used[ch])))
-                   for ch in range(c)]
+    if uniform is not None and not bool(uniform.any()):
+        uniform = None
     total = len(rows)
     # a fixed pseudo-random order (the same bytes on every run): a strided sample would line up
     # with the tiles' columns and over-weigh their borders, where the tables are widest
@@ -259,10 +259,10 @@ def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.
     while open_:
         pick = order[:size].sort().values  # nested samples: each stage's contains the last's
         saved = _level_savings(model, sym, params, pick, (h, w), shifts, used)
-        if uniform is not None and bool(uniform.any()):
+        if uniform is not None:
             in_uniform = uniform[pick // (h * w)]  # (len(pick), C)
-            for ch in range(c):
-                saved[ch, in_uniform[:, ch]] = flat_saving[ch]
+            for ch in open_:
+                saved[ch, in_uniform[:, ch]] = _uniform_saving(used[ch])
         for ch in sorted(open_):
             estimate = float(saved[ch].mean()) * total
             cost = 8 * (len(container.pack_level_sets([used[ch]], 1)) - 1)
