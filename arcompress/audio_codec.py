@@ -34,14 +34,14 @@ from tqdm import tqdm
 
 from . import container, zoo
 from . import fixedpoint as fp
-from .audio_head import (LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, choose_lpc, chunk_lpc, exact_lpc_step,
-                         residual)
+from .audio_head import (BYTE_FREQS, LPC_MAX_BITS, MEAN_BITS, ExactAudioHead, Predictor, choose_lpc, chunk_lpc,
+                         exact_lpc_step, residual)
 from .audio_modes import (EXACT, REF_FULL, REF_MASK, REF_NONE, REF_TAPS, VERBATIM, coupled, exact, pack_modes,
                           unpack_modes, uses_reference, verbatim)
 from .audiofile import AudioInfo, to_model
 from .coder import DecodeError, Decoder, Encoder
 from .codec import _device, _ops_on, _single_thread
-from .head import exact_bits, freqs_from_masses
+from .head import exact_bits
 from .tapcode import LPC_ORDERS, pack_taps, unpack_taps
 from .wavenet import CachedDecoder, embed_fixed, embed_step, forward
 
@@ -304,17 +304,6 @@ def choose_modes(model: zoo.ExactModel, ops, head: ExactAudioHead, lay: "_Layout
     return modes, pred
 
 
-def uniform_tables(step_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tables (1, 256) of a verbatim stream (audio_modes.VERBATIM): its high byte's 256
-    values, and its low byte's ``256 >> step_bits`` (the entries past them impossible, as in
-    ExactAudioHead.low_freqs).  Equal frequencies: 8 and ``8 - step_bits`` bits a symbol.  The
-    first is also the table of a 24-bit sample's low byte."""
-    ones = torch.ones(1, 256, dtype=torch.int64)
-    ones_low = ones.clone()
-    ones_low[:, 256 >> step_bits:] = 0
-    return freqs_from_masses(ones), freqs_from_masses(ones_low)
-
-
 def choose_verbatim(head: ExactAudioHead, lay: "_Layout", m: torch.Tensor, modes: torch.Tensor,
                     lpc: torch.Tensor, params: torch.Tensor, e_ref: torch.Tensor, step_bits: int) -> torch.Tensor:
     """``modes`` with ``VERBATIM`` set on every stream (not ``EXACT``) that the model would code
@@ -358,26 +347,23 @@ def encode_segment(model: zoo.ExactModel, native: np.ndarray, info: AudioInfo, w
     u_rows = order(m)[:, 0] + 32768
     ins_rows = lay.inside.t().reshape(N, 1, B).expand(N, C, B).reshape(-1)
     coded_rows = ins_rows & ~order(exact(modes).view(-1, 1).expand(-1, N))[:, 0]
-    verb_rows = order(verbatim(modes).view(-1, 1).expand(-1, N))[:, 0].view(-1, 1)
-    any_verbatim = bool(verb_rows.any())
+    verb_rows = order(verbatim(modes).view(-1, 1).expand(-1, N))[:, 0]
+    if not bool(verb_rows.any()):
+        verb_rows = None
     low_rows = order(lay.streams(native.astype(np.int64) & 255))[:, 0] if low_bits else None
     enc = Encoder()
     per = max(C * B, (HEAD_ROWS // (C * B)) * C * B)  # whole time steps per block
-    uniform, uniform_low = uniform_tables(step_bits)
     for s in range(0, len(p_rows), per):
         e = min(s + per, len(p_rows))
-        head.start(p_rows[s:e], lpc_rows[s:e], e_rows[s:e])
+        head.start(p_rows[s:e], lpc_rows[s:e], e_rows[s:e], None if verb_rows is None else verb_rows[s:e])
         u = u_rows[s:e]
-        high = head.high_freqs()
-        tables, syms, keeps = [torch.where(verb_rows[s:e], uniform, high) if any_verbatim else high], [u >> 8], \
-            [coded_rows[s:e]]
+        tables, syms, keeps = [head.high_freqs()], [u >> 8], [coded_rows[s:e]]
         if step_bits < 8:
-            low = head.low_freqs(u >> 8, step_bits)
-            tables.append(torch.where(verb_rows[s:e], uniform_low, low) if any_verbatim else low)
+            tables.append(head.low_freqs(u >> 8, step_bits))
             syms.append((u & 255) >> step_bits)
             keeps.append(coded_rows[s:e])
         if low_bits:
-            tables.append(uniform.expand(e - s, 256))
+            tables.append(BYTE_FREQS.expand(e - s, 256))
             syms.append(low_rows[s:e])
             keeps.append(ins_rows[s:e])
         # (t, c, stage, b) order
@@ -454,8 +440,7 @@ def _decode_segments_loop(model, segments, info, wasted, low_bits, chunk, versio
     inside = cat(lambda p: F.pad(p.lay.inside, (0, N - p.lay.N)))  # (B, N)
     has_ref, couple = uses_reference(modes, lay_ref), coupled(modes, lay_ref).view(B, C)
     no_symbols = exact(modes).view(B, C)
-    verb = verbatim(modes).view(B, C)
-    any_verbatim = bool(verb.any())
+    verb = verbatim(modes).view(B, C) if bool(verbatim(modes).any()) else None
     P = max(p.pred.order for p in parts)  # the longest predictor (format 10 on; before, the model's)
     # oldest-first windows (below) take the taps in reverse order, zero taps in front of the
     # shorter orders: the same exact sums
@@ -472,7 +457,6 @@ def _decode_segments_loop(model, segments, info, wasted, low_bits, chunk, versio
     low = torch.zeros(B, C, N, dtype=torch.int64)
     step_bits = min(wasted, 8)
     zeros = torch.zeros(B, dtype=torch.int64)
-    uniform, uniform_low = uniform_tables(step_bits)
     for t in range(N):
         prev = hist[:, :, H + t - 1].to(torch.int64).reshape(-1) if t else torch.zeros(B * C, dtype=torch.int64)
         rprev = torch.roll(prev, 1, 0) * has_ref
@@ -488,20 +472,14 @@ def _decode_segments_loop(model, segments, info, wasted, low_bits, chunk, versio
             else:
                 lpc = exact_lpc_step(window, own[:, c], shifts[:, c])
             e_ref = zeros if c == 0 else torch.where(couple[:, c], (s_prev << MEAN_BITS) - lpc_prev, 0)
-            head.start(params[:, c], lpc, e_ref)
+            head.start(params[:, c], lpc, e_ref, None if verb is None else verb[:, c])
             coded = m & ~no_symbols[:, c]
-            high = head.high_freqs()
-            if any_verbatim:
-                high = torch.where(verb[:, c:c + 1], uniform, high)
-            hi = _decode_symbols(parts, high, coded)
+            hi = _decode_symbols(parts, head.high_freqs(), coded)
             lo = torch.zeros(B, dtype=torch.int64)
             if step_bits < 8:
-                tables = head.low_freqs(hi, step_bits)
-                if any_verbatim:
-                    tables = torch.where(verb[:, c:c + 1], uniform_low, tables)
-                lo = _decode_symbols(parts, tables, coded) << step_bits
+                lo = _decode_symbols(parts, head.low_freqs(hi, step_bits), coded) << step_bits
             if low_bits:
-                low[:, c, t] = _decode_symbols(parts, uniform.expand(B, 256), m)
+                low[:, c, t] = _decode_symbols(parts, BYTE_FREQS.expand(B, 256), m)
             # a stream without symbols is its prediction (clamped: a corrupt file then fails its CRC)
             s = torch.where(no_symbols[:, c], (lpc >> MEAN_BITS).clamp(-32768, 32767),
                             ((hi << 8) | (lo & 255)) - 32768)

@@ -30,6 +30,7 @@ The CDF is an integer table of the logistic at 2**-7 steps, linearly interpolate
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -364,9 +365,11 @@ def residual(samples: torch.Tensor, lpc: torch.Tensor) -> torch.Tensor:
 class ExactAudioHead:
     """Integer tables for one time step of N streams: high byte, then low byte given high byte.
 
-    ``start(params, lpc, e_ref)``: params (N, 4K) fixed point, lpc (N,) and e_ref (N,) with
-    MEAN_BITS fractional bits.  Then ``high_freqs()`` -> (N, 256) and
-    ``low_freqs(high, step_bits)`` -> (N, 256 >> step_bits).
+    ``start(params, lpc, e_ref, verbatim)``: params (N, 4K) fixed point, lpc (N,) and e_ref (N,)
+    with MEAN_BITS fractional bits, and optionally verbatim (N,) bool: the rows of streams coded
+    with uniform tables (audio_modes.VERBATIM, format 11; :func:`verbatim_freqs`).  Then
+    ``high_freqs()`` -> (N, 256) and ``low_freqs(high, step_bits)`` -> (N, 256), whose entries
+    from ``256 >> step_bits`` on are impossible.
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], mixtures: int):
@@ -375,7 +378,9 @@ class ExactAudioHead:
         self.inv_lo = int(LS_MIN * fp.ONE)
         self.inv_hi = int(LS_MAX * fp.ONE)
 
-    def start(self, params: torch.Tensor, lpc: torch.Tensor, e_ref: torch.Tensor) -> None:
+    def start(self, params: torch.Tensor, lpc: torch.Tensor, e_ref: torch.Tensor,
+              verbatim: torch.Tensor | None = None) -> None:
+        self.verbatim = None if verbatim is None else verbatim.view(-1, 1)
         p = params.to(torch.int64)
         logits, means, log_s, coup = split_params(p, self.K)
         self.weights = prior_weights(logits, self.tables)  # (N, K), 2**16 scale
@@ -436,7 +441,7 @@ class ExactAudioHead:
         edges = _HIGH_EDGES.to(self.mean.device).view(1, 1, -1)
         cdf = self._cdf(edges.expand(n, 1, -1))
         zero = torch.zeros(n, self.K, 1, dtype=torch.float64, device=cdf.device)
-        return self._freqs(torch.cat([zero, cdf, zero + (1 << CDF_ONE_BITS)], -1))
+        return self._uniform_where_verbatim(self._freqs(torch.cat([zero, cdf, zero + (1 << CDF_ONE_BITS)], -1)), 0)
 
     def low_freqs(self, high: torch.Tensor, step_bits: int = 0) -> torch.Tensor:
         """Tables (N, 256) over the 256 >> step_bits values of the high-byte bin ``high`` (N,):
@@ -449,7 +454,27 @@ class ExactAudioHead:
         one = float(1 << CDF_ONE_BITS)
         cdf[:, :, 0] = torch.where(high.view(-1, 1) == 0, 0.0, cdf[:, :, 0])
         cdf[:, :, -1] = torch.where(high.view(-1, 1) == 255, one, cdf[:, :, -1])
-        return self._freqs(cdf)
+        return self._uniform_where_verbatim(self._freqs(cdf), step_bits)
+
+    def _uniform_where_verbatim(self, freqs: torch.Tensor, step_bits: int) -> torch.Tensor:
+        """``freqs`` (N, 256) with the verbatim rows' tables replaced by verbatim_freqs(step_bits)."""
+        if self.verbatim is None:
+            return freqs
+        return torch.where(self.verbatim, verbatim_freqs(step_bits).to(freqs.device), freqs)
+
+
+@functools.lru_cache(maxsize=None)
+def verbatim_freqs(step_bits: int = 0) -> torch.Tensor:
+    """(1, 256): equal frequencies on the first ``256 >> step_bits`` symbols (``8 - step_bits``
+    bits each), the rest impossible (frequency 1), as ExactAudioHead.low_freqs lays them out.
+    With step_bits 0 it is a verbatim stream's high-byte table and a 24-bit sample's low byte's."""
+    mass = torch.zeros(1, 256, dtype=torch.int64)
+    mass[:, :256 >> step_bits] = 1
+    return freqs_from_masses(mass)
+
+
+#: (1, 256) a byte coded with 8 bits: a 24-bit sample's low byte
+BYTE_FREQS = verbatim_freqs(0)
 
 
 _HIGH_EDGES = ((torch.arange(1, 256, dtype=torch.int64) * 256 - 32768) << MEAN_BITS) - (1 << (MEAN_BITS - 1))

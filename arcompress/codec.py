@@ -114,11 +114,13 @@ def _offset_tables(n: int, version: int) -> torch.Tensor:
     return row.expand(n, -1)
 
 
-def _uniform_tiles(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _uniform_tiles(offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Offset indices (B, C) -> (the log-scale offsets (B, C) in fixed point, with no offset
-    where a channel is uniform; (B, C) bool, the uniform tiles' channels)."""
+    where a channel is uniform; (B, C) bool, the uniform tiles' channels, or None where there
+    are none)."""
     uniform = offsets == UNIFORM_TILE
-    return scale_offset(torch.where(uniform, SCALE_OFFSET_ZERO, offsets)), uniform
+    shifts = scale_offset(torch.where(uniform, SCALE_OFFSET_ZERO, offsets))
+    return shifts, (uniform if bool(uniform.any()) else None)
 
 
 def choose_uniform_tiles(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
@@ -156,21 +158,19 @@ def _encode_group(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.Tens
     sym = tiles.permute(2, 3, 0, 1).reshape(h * w * b, c).to(torch.int64)
     ins = inside.permute(2, 3, 0, 1).reshape(h * w * b).bool()
     enc = Encoder()
-    shifts, uniform = None, torch.zeros(b, c, dtype=torch.bool)
+    shifts, uniform = None, None
     if offsets is not None:
         enc.encode(offsets.flatten(), _offset_tables(b * c, container.FORMAT_VERSION))
         shifts, uniform = _uniform_tiles(offsets)
-    flat = [uniform_freqs(m) for m in (levels or [None] * c)]
-    any_uniform = bool(uniform.any())
     per = max(b, (HEAD_CHUNK_ROWS // b) * b)
     for s in range(0, h * w * b, per):
         e = min(s + per, h * w * b)
-        head.start(p[s:e], None if shifts is None else shifts.repeat((e - s) // b, 1))
-        rows_uniform = uniform.repeat((e - s) // b, 1) if any_uniform else None
+        reps = (e - s) // b
+        head.start(p[s:e], None if shifts is None else shifts.repeat(reps, 1),
+                   None if uniform is None else uniform.repeat(reps, 1))
         freqs = []
         for ch in range(c):
-            f = head.freqs(ch)
-            freqs.append(torch.where(rows_uniform[:, ch:ch + 1], flat[ch], f) if any_uniform else f)
+            freqs.append(head.freqs(ch))
             head.observe(ch, sym[s:e, ch])
         f = torch.stack(freqs, 1).reshape(-1, b, c, 256).transpose(1, 2)  # (pos, C, B, 256)
         x = sym[s:e].reshape(-1, b, c).transpose(1, 2)  # (pos, C, B)
@@ -248,8 +248,6 @@ def choose_level_sets(model: zoo.ExactModel, tiles: torch.Tensor, inside: torch.
     if not open_:
         return []
     shifts, uniform = (None, None) if offsets is None else _uniform_tiles(offsets)
-    if uniform is not None and not bool(uniform.any()):
-        uniform = None
     total = len(rows)
     # a fixed pseudo-random order (the same bytes on every run): a strided sample would line up
     # with the tiles' columns and over-weigh their borders, where the tables are widest
@@ -398,11 +396,9 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     ops = model.ops
     dec = Decoder(payload, trimmed=version >= container.COMPACT_VERSION)
     adapted = version >= container.ADAPTIVE_SCALES_VERSION
-    shifts, uniform = None, torch.zeros(b, c, dtype=torch.bool)
+    shifts, uniform = None, None
     if adapted:
         shifts, uniform = _uniform_tiles(dec.decode(_offset_tables(b * c, version)).view(b, c))
-    flat = [uniform_freqs(m) for m in (levels or [None] * c)]
-    any_uniform = bool(uniform.any())
     cache = model.net.CachedDecoder(ops, b, h, w)
     head = ExactHead(ops.tables, c, model.config.mixtures, levels)
     out = torch.zeros(b, c, h, w, dtype=torch.int64)
@@ -410,12 +406,10 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     for i in range(h):
         cache.start_row(i)
         for j in range(w):
-            head.start(cache.step(j), shifts)
+            head.start(cache.step(j), shifts, uniform)
             m = ins_bool[:, i, j]
             for ch in range(c):
                 f = head.freqs(ch)
-                if any_uniform:
-                    f = torch.where(uniform[:, ch:ch + 1], flat[ch], f)
                 sym = torch.zeros(b, dtype=torch.int64)
                 sym[m] = dec.decode(f[m])
                 head.observe(ch, sym)

@@ -254,26 +254,35 @@ def levels_used(values: torch.Tensor) -> int:
 class ExactHead:
     """Integer pmf tables for one channel at a time, with posterior mixture weights.
 
-    ``start(params, shifts)`` takes (N, P) fixed-point params and optional (N, C) fixed-point
-    log-scale offsets; then for c = 0..C-1:
+    ``start(params, shifts, uniform)`` takes (N, P) fixed-point params, optional (N, C)
+    fixed-point log-scale offsets and an optional (N, C) bool of the rows' channels coded with
+    uniform tables (UNIFORM_TILE, format 12); then for c = 0..C-1:
     ``freqs(c)`` gives (N, 256) int64 tables (or ``masses(c)`` the masses they are built from)
     and ``observe(c, symbols)`` feeds the coded values.
 
     ``levels``: optional per channel, the levels that channel may take (a 256-bit mask, bit v for
     level v, as in the file header), or None for all; the mixture's mass outside the set is
     dropped before the table is built, so those levels get the minimum frequency 1.  The
-    posterior mixture weights use the unrestricted component masses either way.
+    posterior mixture weights use the unrestricted component masses either way.  A uniform
+    channel's table is :func:`uniform_freqs` of its level set, whatever the model says; the
+    model still runs there, because the later channels' means and weights read its values.
     """
 
     def __init__(self, tables: dict[str, torch.Tensor], channels: int, mixtures: int,
                  levels: list[int | None] | None = None):
         self.tables, self.C, self.K = tables, channels, mixtures
         self._cdf_f = tables["cdf"].to(torch.float64)
-        self.allowed = [None if m is None else level_mask(m) for m in (levels or [None] * channels)]
+        sets = levels or [None] * channels
+        self.allowed = [None if m is None else level_mask(m) for m in sets]
+        self.flat = [uniform_freqs(m) for m in sets]
 
-    def start(self, params: torch.Tensor, shifts: torch.Tensor | None = None) -> None:
+    def start(self, params: torch.Tensor, shifts: torch.Tensor | None = None,
+              uniform: torch.Tensor | None = None) -> None:
         """params (N, P) fixed point; shifts: optional (N, C) log-scale offsets in fixed point
-        (:func:`scale_offset` of the indices, converted once by the caller, not every step)."""
+        (:func:`scale_offset` of the indices, converted once by the caller, not every step);
+        uniform: optional (N, C) bool, the rows' channels whose tables are uniform (None, or
+        all False: none)."""
+        self.uniform = uniform
         p = params.to(torch.int64)
         self.logits, self.means, self.log_scales, self.coeffs = split_params(p, self.C, self.K)
         if shifts is not None:
@@ -298,10 +307,14 @@ class ExactHead:
         return torch.bmm(self.weights.to(torch.float64).unsqueeze(1), self._pmfs)[:, 0].to(torch.int64)
 
     def freqs(self, c: int) -> torch.Tensor:
+        """(N, 256) int64: the coding tables of channel c, each summing to 2**PRECISION."""
         mass = self.masses(c)
         if self.allowed[c] is not None:
             mass = mass * self.allowed[c].to(mass.device)
-        return freqs_from_masses(mass)
+        freqs = freqs_from_masses(mass)
+        if self.uniform is not None:
+            freqs = torch.where(self.uniform[:, c:c + 1], self.flat[c].to(freqs.device), freqs)
+        return freqs
 
     def observe(self, c: int, symbols: torch.Tensor) -> None:
         """Update the posterior weights with the coded values (N,) of channel c."""
