@@ -1,4 +1,4 @@
-"""``python -m benchmarks run [--quick] [--update] [--set images|small|models|resolutions|audio|all]``: measure, write
+"""``python -m benchmarks run [--quick] [--update] [--set images|small|models|resolutions|audio|roundtrip|all]``: measure, write
 benchmarks/results/*.json and *.md, the plots and the README sections; ``table`` rewrites the
 markdown, plots and README from the saved JSON; ``fetch-data`` downloads the evaluation sets that
 are not in ../shared/data (audio, Fashion-MNIST)."""
@@ -8,9 +8,10 @@ import json
 import shutil
 import sys
 
-from . import audio, images, models, report, resolutions, small
+from . import audio, images, models, report, resolutions, roundtrip, small
 
-MODULES = {"images": images, "small": small, "models": models, "resolutions": resolutions, "audio": audio}
+MODULES = {"images": images, "small": small, "models": models, "resolutions": resolutions, "audio": audio,
+           "roundtrip": roundtrip}
 
 
 def main() -> None:

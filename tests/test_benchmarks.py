@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import audio, images, models, resolutions, small
+from benchmarks import audio, images, models, resolutions, roundtrip, small
 
 ROOT = Path(__file__).resolve().parents[1]
-SETS = {"images": images, "small": small, "models": models, "resolutions": resolutions, "audio": audio}
+SETS = {"images": images, "small": small, "models": models, "resolutions": resolutions, "audio": audio,
+        "roundtrip": roundtrip}
 
 
 @pytest.mark.parametrize("which", sorted(SETS))
