@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from arcompress import container
 from arcompress.audiofile import read_audio
 
 from .audio import SHARED, flac_bytes
@@ -80,11 +81,14 @@ def round_trip(paths: list[Path], work: Path) -> dict:
 
 
 def run(quick: bool, command: str, partial: Path | None = None, log=print) -> dict:
-    """Round-trip every set; resumes from ``partial`` (sets already done are kept)."""
-    results = {"command": command, "date": today(), "machine": machine(), "quick": quick, "sets": {}}
+    """Round-trip every set; resumes from ``partial`` (sets already done are kept) when it was
+    written with the same models and .arc format version, else measures every set again."""
+    results = {"command": command, "date": today(), "machine": machine(), "quick": quick,
+               "format_version": container.FORMAT_VERSION, "sets": {}}
     if partial is not None and partial.exists():
         old = json.loads(partial.read_text())
-        if old.get("quick") == quick and old.get("machine", {}).get("models") == results["machine"]["models"]:
+        same = [old.get(k) == results[k] for k in ("quick", "format_version")]
+        if all(same) and old.get("machine", {}).get("models") == results["machine"]["models"]:
             log(f"resuming from {partial}")
             results = old
     for name, paths in sets(quick).items():
@@ -103,7 +107,8 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print) -> di
 def summarize(results: dict) -> str:
     m = results["machine"]
     lines = [f"Run: `{results['command']}` on {results['date']}; CPU {m['cpu']}, {m['cores']} threads, "
-             f"GPU {m['gpu'] or 'none'}; torch {m['torch']}; arcompress {m['arcompress']}.", "",
+             f"GPU {m['gpu'] or 'none'}; torch {m['torch']}; arcompress {m['arcompress']}, .arc format "
+             f"{results.get('format_version', '?')}.", "",
              "| set | files | samples | identical (samples, rate, channels, subtype, tags) | arcompress bits/sample "
              "| FLAC -8 bits/sample | CLI encode s | CLI decode s | decode samples/s |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
