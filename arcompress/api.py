@@ -138,7 +138,10 @@ def info(data: bytes) -> dict:
                     "channels": p.channels, "segments": len(p.segments),
                     "payload_bytes": sum(map(len, p.segments)),
                     # per channel, how many levels its level set admits (None: all 256)
-                    "level_sets": [None if m is None else bin(m).count("1") for m in p.levels] or None}
+                    "level_sets": [None if m is None else bin(m).count("1") for m in p.levels] or None,
+                    # the gains and offsets of its output parameters (format 13), or None
+                    "calibration": None if p.calibration is None else
+                    {"gains": list(p.calibration[0]), "offsets": list(p.calibration[1])}}
                    for p in h.planes],
         "crc32": f"{h.crc32:08x}", "metadata": sorted(h.meta),
         "file_bytes": len(data), "subpixels": n, "bits_per_subpixel": 8 * len(data) / n,

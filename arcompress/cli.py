@@ -9,6 +9,8 @@ import time
 import click
 
 from . import api, zoo
+from .calibration import GAIN_ONE
+from .fixedpoint import ONE
 
 EXPECTED_ERRORS = (ValueError, OSError, RuntimeError)
 
@@ -144,6 +146,11 @@ def info(inputs, as_json):
             if m["level_sets"]:
                 counts = ", ".join("all" if n is None else str(n) for n in m["level_sets"])
                 click.echo(f"    levels used per channel (coded as level sets): {counts}")
+            if m["calibration"]:
+                cal = m["calibration"]
+                click.echo(f"    calibrated: {len(cal['gains'])} output parameters, gains "
+                           f"{min(cal['gains']) / GAIN_ONE:+.3f} to {max(cal['gains']) / GAIN_ONE:+.3f}, offsets "
+                           f"{min(cal['offsets']) / ONE:+.3f} to {max(cal['offsets']) / ONE:+.3f}")
         if r["metadata"]:
             click.echo(f"  metadata: {', '.join(r['metadata'])}")
     _run_each(inputs, None, one)

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import container, zoo
+from . import calibration, container, zoo
 from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
 from .head import (LEVELS, PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, UNIFORM_TILE, ExactHead,
-                   choose_scale_offsets, exact_bits, freqs_from_masses, level_mask, levels_used, scale_offset,
+                   choose_scale_offsets, exact_bits, freqs_from_masses, level_mask, levels_used, num_params, scale_offset,
                    tile_bits, uniform_freqs)
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
@@ -53,6 +53,7 @@ class EncodeStats:
     payload_bytes: int = 0
     models: list[str] = field(default_factory=list)  # the model of each plane group
     uniform_channels: int = 0  # tiles' channels coded with uniform tables (format 12)
+    calibrated_planes: int = 0  # plane groups whose model outputs are calibrated (format 13)
 
 
 def _device(spec: str) -> torch.device:
@@ -291,20 +292,18 @@ def estimated_bits(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tens
 
 
 def _pick_model(candidates: list[zoo.ExactModel], tiles: torch.Tensor, inside: torch.Tensor,
-                device: torch.device, bar, adapt: bool | None
-                ) -> tuple[zoo.ExactModel, torch.Tensor, torch.Tensor | None]:
-    """The candidate whose exact parameters give the fewest estimated bits, with those parameters
-    and its tiles' scale offsets (each candidate costs one exact forward pass and one choice of
-    offsets; one candidate costs nothing more than encoding does anyway)."""
+                device: torch.device, bar, adapt: bool | None) -> tuple[zoo.ExactModel, torch.Tensor]:
+    """The candidate whose exact parameters give the fewest estimated bits (with the scale
+    offsets the encoder would choose), and those parameters; each candidate costs one exact
+    forward pass and one choice of offsets; one candidate costs nothing but its forward pass."""
     best = None
     for model in candidates:
         params = exact_params(model, tiles, inside, device, bar)
-        offsets = _tile_offsets(params, tiles, inside, adapt)
         if len(candidates) == 1:
-            return model, params, offsets
-        bits = estimated_bits(params, tiles, inside, adapt, offsets=offsets)
+            return model, params
+        bits = estimated_bits(params, tiles, inside, adapt)
         if best is None or bits < best[0]:
-            best = (bits, model, params, offsets)
+            best = (bits, model, params)
     return best[1:]
 
 
@@ -322,14 +321,16 @@ def _candidates(chosen, channels: int) -> list[zoo.ExactModel]:
 
 def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group: int | None = None,
                  device: str = "cpu", progress: bool | None = None,
-                 adapt: bool = True, level_sets: bool = True, uniform_tiles: bool = True
-                 ) -> tuple[bytes, EncodeStats]:
+                 adapt: bool = True, level_sets: bool = True, uniform_tiles: bool = True,
+                 calibrate: bool = True) -> tuple[bytes, EncodeStats]:
     """Encode an image; ``model_for(channels)`` gives the model of each plane group, or a list of
     models to pick from (the one with the fewest estimated bits: ``--model best``);
     ``adapt``: choose each tile's and channel's scale offset (else the model's own scales are used);
     ``level_sets``: restrict a channel's tables to the levels it uses where that saves bits
     (:func:`choose_level_sets`); ``uniform_tiles``: code a tile's channels uniformly where the
-    model would take more bits (:func:`choose_uniform_tiles`; format 12)."""
+    model would take more bits (:func:`choose_uniform_tiles`; format 12); ``calibrate``: fit a
+    gain and an offset to each model output of a plane group where that pays
+    (:func:`calibration.fit`; format 13)."""
     model_for = model_for or (lambda ch: zoo.resolve(zoo.DEFAULTS[ch]))
     dev = _device(device)
     h, w, _ = img.pixels.shape
@@ -347,8 +348,14 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
     for (chans, nch), models in zip(groups, candidates):
         plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
-        model, params, offsets = _pick_model(models, tiles, inside, dev, bar, adapt)
+        model, params = _pick_model(models, tiles, inside, dev, bar, adapt)
         stats.models.append(model.name)
+        cal = None
+        if calibrate and container.FORMAT_VERSION >= container.CALIBRATION_VERSION:
+            cal = calibration.fit(params, tiles, inside)
+            params = calibration.apply(params, cal, dim=1)
+            stats.calibrated_planes += cal is not None
+        offsets = _tile_offsets(params, tiles, inside, adapt)
         levels = []
         if uniform_tiles and offsets is not None and container.FORMAT_VERSION >= container.UNIFORM_TILES_VERSION:
             offsets = choose_uniform_tiles(params, tiles, inside, offsets)
@@ -359,7 +366,8 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
                               None if offsets is None else offsets[g], levels)
                 for g in (slice(r.start, r.stop) for r in plan.groups())]
         unnamed = container.FORMAT_VERSION >= container.UNNAMED_SHIPPED_VERSION and zoo.is_shipped(model)
-        planes.append(container.PlaneGroup(nch, "" if unnamed else model.name, model.digest, segs, levels))
+        planes.append(container.PlaneGroup(nch, "" if unnamed else model.name, model.digest, segs, levels,
+                                           None if cal is None else (cal.gains, cal.offsets)))
         stats.payload_bytes += sum(map(len, segs))
     bar.close()
     header = container.Header(fp.SCHEME_VERSION, h, w, img.mode, plan.tile, plan.group,
@@ -380,17 +388,19 @@ class _single_thread:
 
 
 def _decode_group(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar=None,
-                  version: int = container.FORMAT_VERSION, levels: list[int | None] | None = None
-                  ) -> torch.Tensor:
+                  version: int = container.FORMAT_VERSION, levels: list[int | None] | None = None,
+                  cal: calibration.Calibration | None = None) -> torch.Tensor:
     """Decode one lock-step group: inside (B, 1, h, w) -> tiles (B, C, h, w) uint8; ``version``:
     the file's format version (from 3 the segment starts with scale offsets, from 5 its stream is
-    trimmed); ``levels``: the plane group's level sets from the header (version 8)."""
+    trimmed); ``levels``: the plane group's level sets from the header (version 8); ``cal``: its
+    calibration (version 13)."""
     with _single_thread():
-        return _decode_group_loop(model, payload, inside, bar, version, levels)
+        return _decode_group_loop(model, payload, inside, bar, version, levels, cal)
 
 
 def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tensor, bar,
-                       version: int, levels: list[int | None] | None) -> torch.Tensor:
+                       version: int, levels: list[int | None] | None,
+                       cal: calibration.Calibration | None) -> torch.Tensor:
     b, _, h, w = inside.shape
     c = model.config.channels
     ops = model.ops
@@ -406,7 +416,7 @@ def _decode_group_loop(model: zoo.ExactModel, payload: bytes, inside: torch.Tens
     for i in range(h):
         cache.start_row(i)
         for j in range(w):
-            head.start(cache.step(j), shifts, uniform)
+            head.start(calibration.apply(cache.step(j), cal), shifts, uniform)
             m = ins_bool[:, i, j]
             for ch in range(c):
                 f = head.freqs(ch)
@@ -442,9 +452,10 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None,
     for model, p in zip(models, header.planes):
         if model.config.channels != p.channels:
             raise container.FormatError("corrupt header (model channels)")
+    cals = [_calibration(model, p) for model, p in zip(models, header.planes)]
     inside = plan.inside()
-    jobs = [(model, seg, inside[r.start:r.stop], header.version, p.levels)
-            for model, p in zip(models, header.planes) for r, seg in zip(plan.groups(), p.segments)]
+    jobs = [(model, seg, inside[r.start:r.stop], header.version, p.levels, cal)
+            for model, p, cal in zip(models, header.planes, cals) for r, seg in zip(plan.groups(), p.segments)]
     bar = _progress(header.height * header.width * len(groups), "decoding", progress)
     if workers is None:
         big = header.height * header.width >= PARALLEL_MIN_PIXELS
@@ -462,25 +473,39 @@ def decode_image(data: bytes, model_for=None, progress: bool | None = None,
     return img
 
 
+def _calibration(model: zoo.ExactModel, plane: container.PlaneGroup) -> calibration.Calibration | None:
+    """A plane group's calibration from its header field, checked against its model."""
+    if plane.calibration is None:
+        return None
+    gains, offsets = plane.calibration
+    size = num_params(model.config.channels, model.config.mixtures)
+    try:
+        if len(gains) != size:
+            raise ValueError
+        return calibration.Calibration(gains, offsets)
+    except ValueError:
+        raise container.FormatError("corrupt header (calibration)") from None
+
+
 _JOBS: list = []
 
 
 def _decode_job(k: int):
-    model, seg, inside, version, levels = _JOBS[k]
-    return _decode_group(model, seg, inside, version=version, levels=levels).numpy()
+    model, seg, inside, version, levels, cal = _JOBS[k]
+    return _decode_group(model, seg, inside, version=version, levels=levels, cal=cal).numpy()
 
 
 def _decode_jobs(jobs: list, workers: int, bar) -> list[torch.Tensor]:
-    """Decode (model, payload, inside, version, levels) jobs, in forked worker processes when
-    workers > 1."""
+    """Decode (model, payload, inside, version, levels, calibration) jobs, in forked worker
+    processes when workers > 1."""
     if workers <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_decode_group(m, seg, ins, bar, version, levels) for m, seg, ins, version, levels in jobs]
+        return [_decode_group(m, seg, ins, bar, version, levels, cal) for m, seg, ins, version, levels, cal in jobs]
     global _JOBS
     _JOBS = jobs  # inherited by the forked workers: nothing large is pickled
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             out = []
-            for (_, _, inside, _, _), tiles in zip(jobs, pool.map(_decode_job, range(len(jobs)))):
+            for (_, _, inside, _, _, _), tiles in zip(jobs, pool.map(_decode_job, range(len(jobs)))):
                 out.append(torch.from_numpy(tiles))
                 if bar is not None:
                     bar.update(int(inside.sum()))

@@ -10,7 +10,8 @@ Image layout, versions 5-9 (integers are unsigned LEB128 varints unless a size i
     mode       1 byte   bits 0-2: index into MODES; bit 3 (HAS_META): metadata follows; bit 4
                         (HAS_NAMES): each plane group names its model; bit 5 (HAS_PLAN): the
                         tiling follows (else it is plan.default_plan(height, width)); bit 6
-                        (HAS_LEVELS, version 8): each plane group has level sets
+                        (HAS_LEVELS, version 8): each plane group has level sets; bit 7
+                        (HAS_CALIBRATION, version 13): each plane group has a calibration field
     tile, group         only with HAS_PLAN
     crc32      4 bytes  CRC-32 of the raw samples (little endian)
     meta                only with HAS_META: varint length + zlib-compressed JSON (palette, PNG
@@ -20,8 +21,11 @@ Image layout, versions 5-9 (integers are unsigned LEB128 varints unless a size i
                         shipped model; the first 8 bytes of the model's SHA-256 (a shipped
                         model is found by them: zoo.shipped_by_digest); only with HAS_LEVELS,
                         its level sets (:func:`pack_level_sets`: which channels have one, and
-                        for each its lowest and highest level and a bitmap between them); each
-                        segment's byte length (as many segments as the tiling has tile groups)
+                        for each its lowest and highest level and a bitmap between them); only
+                        with HAS_CALIBRATION, its calibration (:func:`pack_calibration`: a count,
+                        0 for none, then that many gains and offsets of the model's output
+                        parameters, calibration.py); each segment's byte length (as many
+                        segments as the tiling has tile groups)
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
     payload    the segments, in order; each is one trimmed range-coded stream (coder.py) that
                starts with one scale-offset index per tile and channel, 4 bits each (codec, head);
@@ -68,7 +72,9 @@ The header of a 7.6 s 8 kHz mono WAV file is then 32 bytes.  Versions 1-5 wrote,
 Versions 6 and 7 write image files exactly as version 5 did; version 8 too, unless a channel's
 level set pays for itself (codec.choose_level_sets); versions 9, 10 and 11 change audio
 segments only; version 12 changes image segments (their offset indices' table, so every image
-file's bytes; IMAGE_LAYOUT_VERSION) and writes audio as version 11.
+file's bytes) and writes audio as version 11; version 13 writes images as version 12 unless a
+plane group's calibration pays for itself (calibration.fit; IMAGE_LAYOUT_VERSION), and audio as
+version 11.
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.
@@ -84,9 +90,9 @@ from .media import coded_planes
 from .plan import TilePlan, default_plan
 
 MAGIC = b"\x8bARC"
-FORMAT_VERSION = 12
+FORMAT_VERSION = 13
 #: versions this reader parses (version 1: 32-byte model digests in image headers)
-READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
+READ_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 #: from this version on, each image segment starts with its tiles' scale-offset indices
 ADAPTIVE_SCALES_VERSION = 3
 #: from this version on, an image header names no shipped model: its digest identifies it
@@ -113,15 +119,23 @@ VERBATIM_VERSION = 11
 #: from this version on, an image tile's channel may be coded with a uniform table (its scale-
 #: offset index head.UNIFORM_TILE, coded among the offsets with a small frequency)
 UNIFORM_TILES_VERSION = 12
+#: from this version on, an image plane group may carry a calibration of its model's output
+#: parameters (HAS_CALIBRATION; calibration.py)
+CALIBRATION_VERSION = 13
 #: the last version that changed how image files are written (later ones write the same bytes
 #: apart from the version byte)
-IMAGE_LAYOUT_VERSION = UNIFORM_TILES_VERSION
+IMAGE_LAYOUT_VERSION = CALIBRATION_VERSION
 #: flags in the mode byte of a compact (version 5) image header
 MODE_BITS = 0x07
 HAS_META = 0x08
 HAS_NAMES = 0x10
 HAS_PLAN = 0x20
 HAS_LEVELS = 0x40  # version 8
+HAS_CALIBRATION = 0x80  # version 13
+#: most parameters a calibration may have (a model's output parameters: 50 for 5-mixture RGB)
+MAX_CALIBRATION = 1 << 10
+#: largest magnitude of a calibration value a header may hold (calibration.py checks its own ranges)
+MAX_CALIBRATION_VALUE = 1 << 20
 #: bytes of the model's SHA-256 recorded in an image header (version 2)
 IMAGE_DIGEST_BYTES = 8
 #: flags in the first byte of a compact (version 6) audio header
@@ -161,6 +175,8 @@ class PlaneGroup:
     #: per channel, the levels it uses as a bit mask (bit v: level v occurs), or None for all
     #: 256; empty when the file restricts no channel (version 8, :func:`pack_level_sets`)
     levels: list[int | None] = field(default_factory=list)
+    #: (gains, offsets) of the model's output parameters (version 13, calibration.py), or None
+    calibration: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
 
 @dataclass
@@ -251,8 +267,11 @@ def pack(h: Header) -> bytes:
     leveled = any(m is not None for p in h.planes for m in p.levels)
     if leveled and FORMAT_VERSION < LEVEL_SETS_VERSION:
         raise ValueError(f"level sets need format version {LEVEL_SETS_VERSION}")
+    calibrated = any(p.calibration is not None for p in h.planes)
+    if calibrated and FORMAT_VERSION < CALIBRATION_VERSION:
+        raise ValueError(f"calibrations need format version {CALIBRATION_VERSION}")
     flags = MODES.index(h.mode) | (HAS_META if meta else 0) | (HAS_NAMES if named else 0) \
-        | (HAS_PLAN if custom else 0) | (HAS_LEVELS if leveled else 0)
+        | (HAS_PLAN if custom else 0) | (HAS_LEVELS if leveled else 0) | (HAS_CALIBRATION if calibrated else 0)
     out = bytearray(MAGIC)
     out += bytes([FORMAT_VERSION, h.scheme, KIND_IMAGE])
     out += _varint(h.height) + _varint(h.width) + bytes([flags])
@@ -265,6 +284,8 @@ def pack(h: Header) -> bytes:
         out += _model_id(p, named)
         if leveled:
             out += pack_level_sets(p.levels, p.channels)
+        if calibrated:
+            out += pack_calibration(*(p.calibration or ((), ())))
         out += b"".join(_varint(len(s)) for s in p.segments)
     out += zlib.crc32(out).to_bytes(4, "little")
     for p in h.planes:
@@ -301,6 +322,31 @@ def pack_level_sets(levels: list[int | None], channels: int) -> bytes:
         present |= 1 << c
         body += bytes([lo, hi]) + (mask >> lo).to_bytes((hi - lo) // 8 + 1, "little")
     return bytes([present]) + bytes(body)
+
+
+def _zigzag(n: int) -> bytes:
+    return _varint(2 * n if n >= 0 else -2 * n - 1)
+
+
+def pack_calibration(gains: tuple[int, ...], offsets: tuple[int, ...]) -> bytes:
+    """A plane group's calibration (version 13): the parameter count P (varint; 0: none), then
+    the P gains and the P offsets as zigzag varints (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...)."""
+    if len(gains) != len(offsets) or len(gains) > MAX_CALIBRATION:
+        raise ValueError("a calibration has one gain and one offset per parameter")
+    if any(abs(v) > MAX_CALIBRATION_VALUE for v in (*gains, *offsets)):
+        raise ValueError("calibration value out of range")
+    return _varint(len(gains)) + b"".join(_zigzag(v) for v in (*gains, *offsets))
+
+
+def _read_calibration(r: _Reader) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    n = r.varint(MAX_CALIBRATION)
+    if n == 0:
+        return None
+    values = []
+    for _ in range(2 * n):
+        z = r.varint(2 * MAX_CALIBRATION_VALUE)
+        values.append(z >> 1 if not z & 1 else -(z >> 1) - 1)
+    return tuple(values[:n]), tuple(values[n:])
 
 
 def _read_level_sets(r: _Reader, channels: int) -> list[int | None]:
@@ -362,7 +408,8 @@ def unpack(data: bytes) -> Header:
     flags = r.byte()
     compact = version >= COMPACT_VERSION
     mode_idx = flags & MODE_BITS if compact else flags
-    known = MODE_BITS | HAS_META | HAS_NAMES | HAS_PLAN | (HAS_LEVELS if version >= LEVEL_SETS_VERSION else 0)
+    known = MODE_BITS | HAS_META | HAS_NAMES | HAS_PLAN | (HAS_LEVELS if version >= LEVEL_SETS_VERSION else 0) \
+        | (HAS_CALIBRATION if version >= CALIBRATION_VERSION else 0)
     if mode_idx >= len(MODES) or (compact and flags & ~known):
         raise FormatError("corrupt header (unknown image mode)")
     mode = MODES[mode_idx]
@@ -402,10 +449,11 @@ def unpack(data: bytes) -> Header:
                 raise FormatError("corrupt header (model name)")
         digest = r.take(32 if version == 1 else IMAGE_DIGEST_BYTES)
         levels = _read_level_sets(r, ch) if compact and flags & HAS_LEVELS else []
+        calibration = _read_calibration(r) if compact and flags & HAS_CALIBRATION else None
         if not compact:
             n_seg = r.varint(len(data))
         lengths.append([r.varint(len(data)) for _ in range(n_seg)])
-        planes.append(PlaneGroup(ch, name, digest, levels=levels))
+        planes.append(PlaneGroup(ch, name, digest, levels=levels, calibration=calibration))
     header_end = r.pos
     if int.from_bytes(r.take(4), "little") != zlib.crc32(data[:header_end]):
         raise FormatError("corrupt header (CRC mismatch)")

@@ -119,17 +119,24 @@ def level_set_counts(data: bytes) -> list[int | None]:
 
 
 def add_level_set_fields(row: dict, img: ImageData, data: bytes, tile: int = codec.DEFAULT_TILE) -> None:
-    """Add to an arcompress row what the level sets of its file ``data`` (format 8) hold and save:
-    per channel the number of levels each set admits (None: no set); where there are sets, the
-    bits per sub-pixel written and the exact NLL of the same encode without them; and the
-    conversion's cost, which compares like with like (the float NLL knows no level sets)."""
+    """Add to an arcompress row what the level sets (format 8) and calibrations (format 13) of its
+    file ``data`` hold and save: per channel the number of levels each set admits (None: no set);
+    where a plane group is calibrated, the bits per sub-pixel written and the exact NLL of the
+    same encode without calibrations (``*_without_calibration``); where there are sets, those of
+    an encode with neither (``*_plain``); and the conversion's cost, which compares like with like
+    (the float NLL knows neither)."""
     sets = level_set_counts(data)
     row["level_sets"] = sets
+    n = img.pixels.size
+    if row.get("calibrated_planes"):
+        other, stats = codec.encode_image(img, tile=tile, progress=False, calibrate=False)
+        row["bpsp_written_without_calibration"] = 8 * len(other) / n
+        row["bpsp_exact_nll_without_calibration"] = stats.nll_bits / n
     if any(k is not None for k in sets):
-        plain, stats = codec.encode_image(img, tile=tile, progress=False, level_sets=False)
-        row["bpsp_written_without_level_sets"] = 8 * len(plain) / img.pixels.size
-        row["bpsp_exact_nll_without_level_sets"] = stats.nll_bits / img.pixels.size
-    plain_nll = row.get("bpsp_exact_nll_without_level_sets", row["bpsp_exact_nll"])
+        plain, stats = codec.encode_image(img, tile=tile, progress=False, level_sets=False, calibrate=False)
+        row["bpsp_written_plain"] = 8 * len(plain) / n
+        row["bpsp_exact_nll_plain"] = stats.nll_bits / n
+    plain_nll = row.get("bpsp_exact_nll_plain", row.get("bpsp_exact_nll_without_calibration", row["bpsp_exact_nll"]))
     row["conversion_cost_pct"] = 100 * (plain_nll / row["bpsp_float_nll_adapted"] - 1)
 
 
@@ -142,6 +149,7 @@ def arcompress_row(img: ImageData, decode: bool, tile: int = codec.DEFAULT_TILE)
     own, adapted = float_nll_bits(img, tile)
     row = {"bytes": len(data), "header_bytes": len(data) - stats.payload_bytes, "format_version": data[4],
            "models": stats.models, "uniform_tile_channels": stats.uniform_channels,
+           "calibrated_planes": stats.calibrated_planes,
            "bpsp_written": 8 * len(data) / n, "bpsp_exact_nll": stats.nll_bits / n,
            "bpsp_float_nll": own / n, "bpsp_float_nll_adapted": adapted / n, "encode_s": t_enc,
            "encode_px_per_s": img.pixels.shape[0] * img.pixels.shape[1] / t_enc}
@@ -316,10 +324,14 @@ def _outdated(row: dict) -> bool:
     return row.get("format_version", 1) < container.IMAGE_LAYOUT_VERSION
 
 
-def _without_sets(row: dict) -> str:
-    """The bits per sub-pixel the file would take without level sets, or "=" where it has none."""
-    plain = row.get("bpsp_written_without_level_sets")
-    return "=" if plain is None else f"{plain:.3f}"
+def _without(row: dict, what: str) -> str:
+    """The bits per sub-pixel the file would take without calibrations (``what``
+    "without_calibration") or without them and level sets ("plain"), or "=" where the encoder
+    wrote neither."""
+    value = row.get(f"bpsp_written_{what}")
+    if value is None and what == "plain":
+        value = row.get("bpsp_written_without_calibration")
+    return "=" if value is None else f"{value:.3f}"
 
 
 def _not_default(row: dict, channels: int) -> bool:
@@ -453,30 +465,47 @@ def summarize(results: dict) -> str:
                           "the default models of that run (the rows do not name them)") +
                       f"; today's defaults are `{zoo.DEFAULTS[3]}` (RGB) and `{zoo.DEFAULTS[1]}` (grey), "
                       "and `--update` measures every row again with them."]
-        # without level sets: the plain encode's figures where the file has sets, else the file's own
-        plain = {k: sum(r["arcompress"].get(f"{k}_without_level_sets", r["arcompress"].get(k, np.nan)) * r["subpixels"]
-                        for r in rows) / n for k in ("bpsp_written", "bpsp_exact_nll")}
+        # without calibrations, and with neither them nor level sets: the extra encodes' figures
+        # where the file has them, else the file's own
+        def _total(key: str, *fallbacks: str) -> float:
+            def one(ar):
+                for k in (key, *fallbacks):
+                    if k in ar:
+                        return ar[k]
+                return np.nan
+            return sum(one(r["arcompress"]) * r["subpixels"] for r in rows) / n
+        uncal = {k: _total(f"{k}_without_calibration", k) for k in ("bpsp_written", "bpsp_exact_nll")}
+        plain = {k: _total(f"{k}_plain", f"{k}_without_calibration", k) for k in ("bpsp_written", "bpsp_exact_nll")}
         lines += ["", f"arcompress: float model NLL {a['bpsp_float_nll']:.4f} (the model's own scales: what a paper "
                       f"reports), {a['bpsp_float_nll_adapted']:.4f} with the scales adapted per tile and channel; "
-                      f"exact model NLL without level sets {plain['bpsp_exact_nll']:.4f} (conversion "
+                      f"exact model NLL without level sets or calibrations {plain['bpsp_exact_nll']:.4f} (conversion "
                       f"{100 * (plain['bpsp_exact_nll'] / a['bpsp_float_nll_adapted'] - 1):+.2f} % vs the adapted float NLL), "
                       f"as coded {a['bpsp_exact_nll']:.4f}, "
                       f"written {a['bpsp_written']:.4f} ({100 * (a['bpsp_written'] / a['bpsp_exact_nll'] - 1):+.2f} % over the exact NLL).", ""]
-        leveled = [r for r in rows if "bpsp_written_without_level_sets" in r["arcompress"]]
+        calibrated = [r for r in rows if "bpsp_written_without_calibration" in r["arcompress"]]
+        if calibrated:
+            lines += [f"Calibrations (a gain and an offset per model output, fitted per image, format 13) were "
+                      f"written for {len(calibrated)} of {len(rows)} images; without them the set would be "
+                      f"{uncal['bpsp_written']:.4f} bits/sub-pixel "
+                      f"({100 * (uncal['bpsp_written'] / tot['PNG'] - 1):+.1f} % vs PNG), so they save "
+                      f"{100 * (1 - a['bpsp_written'] / uncal['bpsp_written']):.2f} % of it.", ""]
+        leveled = [r for r in rows if "bpsp_written_plain" in r["arcompress"]]
         if leveled:
             lines += [f"Level sets (a channel's tables restricted to the levels it uses, format 8) were written for "
-                      f"{len(leveled)} of {len(rows)} images ({', '.join(r['image'] for r in leveled)}); without them "
-                      f"the set would be {plain['bpsp_written']:.4f} bits/sub-pixel "
-                      f"({100 * (plain['bpsp_written'] / tot['PNG'] - 1):+.1f} % vs PNG), so they save "
-                      f"{100 * (1 - a['bpsp_written'] / plain['bpsp_written']):.2f} % of it.", ""]
+                      f"{len(leveled)} of {len(rows)} images ({', '.join(r['image'] for r in leveled)}); without "
+                      f"them or calibrations the set would be {plain['bpsp_written']:.4f} bits/sub-pixel "
+                      f"({100 * (plain['bpsp_written'] / tot['PNG'] - 1):+.1f} % vs PNG), so the sets save "
+                      f"{100 * (1 - uncal['bpsp_written'] / plain['bpsp_written']):.2f} % of it.", ""]
         lines += ["| image | size | " + " | ".join(SHORT[c] for c in codecs) +
-                  " | arcompress | without level sets | exact NLL | float NLL | float, adapted | overhead | CLI decode s |",
-                  "|---|---|" + "---:|" * (len(codecs) + 7)]
+                  " | arcompress | without calibration | without either | exact NLL | float NLL | float, adapted "
+                  "| overhead | CLI decode s |",
+                  "|---|---|" + "---:|" * (len(codecs) + 8)]
         for r in rows:
             cb = [8 * r["classical_bytes"][c] / r["subpixels"] if r["classical_bytes"][c] else float("nan") for c in codecs]
             ar = r["arcompress"]
             lines.append(f"| {r['image']} | {r['size']}x{r['channels']} | " + " | ".join(f"{v:.3f}" for v in cb) +
-                         f" | {ar['bpsp_written']:.3f} | {_without_sets(ar)} | {ar['bpsp_exact_nll']:.3f} | {ar['bpsp_float_nll']:.3f} | "
+                         f" | {ar['bpsp_written']:.3f} | {_without(ar, 'without_calibration')} | {_without(ar, 'plain')} | "
+                         f"{ar['bpsp_exact_nll']:.3f} | {ar['bpsp_float_nll']:.3f} | "
                          f"{ar.get('bpsp_float_nll_adapted', np.nan):.3f} | "
                          f"{ar['overhead_pct']:+.2f} % | {ar['cli_decode_s']:.1f} |")
         lines.append("")

@@ -2,7 +2,8 @@
 that every machine makes the same arrays.  ``python tests/golden.py [NAME...]`` writes the
 named files (all without names) again: only when the format is meant to change, or for a new
 case; test_golden then pins the new one.  The first five were written in format 10, ``noise16``
-in format 11 (its streams verbatim), ``noise_rgb`` in format 12 (uniform tiles)."""
+in format 11 (its streams verbatim), ``noise_rgb`` in format 12 (uniform tiles),
+``calibrated_rgb`` in format 13 (a calibration of the model's outputs)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,21 @@ def noise_rgb() -> np.ndarray:
     return (_noise(360, 9) % 255).reshape(12, 10, 3).astype(np.uint8)
 
 
+def calibrated_rgb() -> np.ndarray:
+    """(10, 12, 3) uint8: smooth ramps and noise, written with FORCED_CALIBRATIONS' values (the
+    encoder's own fit would not pay for its field on so small an image)."""
+    y, x = np.mgrid[:10, :12].astype(np.int64)
+    n = _noise(360, 10).reshape(10, 12, 3) % 7
+    return (np.stack([40 + 9 * x + 3 * y, 200 - 5 * x - 4 * y, 100 + 2 * x * y % 50], -1).clip(0, 249) + n).astype(np.uint8)
+
+
+#: name -> the (gains, offsets) its file is written with, from the model's parameter count
+FORCED_CALIBRATIONS = {
+    "calibrated_rgb": lambda n: (tuple((37 * i) % 201 - 100 for i in range(n)),
+                                 tuple((53 * i) % 121 - 60 for i in range(n))),
+}
+
+
 #: name -> (array, sample rate or None for images, bits)
 CASES = {
     "rgb": (rgb, None, 8),
@@ -81,6 +97,7 @@ CASES = {
     "mono24": (mono24, 48000, 24),
     "noise16": (noise16, 16000, 16),
     "noise_rgb": (noise_rgb, None, 8),
+    "calibrated_rgb": (calibrated_rgb, None, 8),
 }
 
 
@@ -90,12 +107,19 @@ def path(name: str) -> Path:
 
 def write(names: list[str]) -> None:
     import arcompress
-    from arcompress import api
+    from arcompress import api, calibration
     DATA.mkdir(exist_ok=True)
+    fit = calibration.fit
     for name in names:
         make, rate, bits = CASES[name]
         arr = make()
-        data = arcompress.compress(arr) if rate is None else api.compress_audio(arr, rate, bits)
+        if name in FORCED_CALIBRATIONS:
+            calibration.fit = lambda params, tiles, inside: calibration.Calibration(
+                *FORCED_CALIBRATIONS[name](params.shape[1]))
+        try:
+            data = arcompress.compress(arr) if rate is None else api.compress_audio(arr, rate, bits)
+        finally:
+            calibration.fit = fit
         path(name).write_bytes(data)
         print(f"{path(name)}: {len(data)} bytes")
 

@@ -66,11 +66,35 @@ def _with_flag(h, flag):
 
 
 def test_compact_header_rejects_unknown_flags(monkeypatch):
+    monkeypatch.setattr(container, "FORMAT_VERSION", 12)  # calibrations came with version 13
     with pytest.raises(container.FormatError, match="image mode"):
-        container.unpack(_with_flag(_header(), 0x80))  # a reserved bit of the mode byte
+        container.unpack(_with_flag(_header(), container.HAS_CALIBRATION))
     monkeypatch.setattr(container, "FORMAT_VERSION", 7)  # level sets came with version 8
     with pytest.raises(container.FormatError, match="image mode"):
         container.unpack(_with_flag(_header(), container.HAS_LEVELS))
+
+
+def test_calibration_field_round_trips_and_is_validated():
+    """A plane group's calibration (version 13): a count, then zigzag gains and offsets; a group
+    without one writes a count of 0 when another group has one."""
+    h = _header()
+    gains, offsets = (0, -1, 1, -4096, 4096), (32768, -32768, 63, -64, 0)
+    h.planes[1].calibration = (gains, offsets)
+    data = container.pack(h)
+    assert data[9] & container.HAS_CALIBRATION
+    field = container.pack_calibration(gains, offsets)
+    assert field[:5] == bytes([5, 0, 1, 2, 0xFF])  # 0 -> 0, -1 -> 1, 1 -> 2, -4096 -> 8191 (2 bytes)
+    assert len(data) == len(container.pack(_header())) + 1 + len(field)  # + group 1's empty count
+    back = container.unpack(data)
+    assert back.planes[0].calibration is None and back.planes[1].calibration == (gains, offsets)
+    assert not container.pack(_header())[9] & container.HAS_CALIBRATION
+    with pytest.raises(ValueError):
+        container.pack_calibration((1 << 21,), (0,))
+    # a count beyond the limit, or values cut short: format errors
+    start = data.index(field)
+    for bad in (data[:start] + bytes([0xFF, 0xFF, 0x7F]) + data[start + 1:], data[:start + 3]):
+        with pytest.raises(container.FormatError):
+            container.unpack(bad)
 
 
 def test_level_sets_round_trip_and_are_validated():
@@ -107,7 +131,7 @@ def test_small_image_header_is_compact(tiny_models):
     """A 28x28 grey file spends little on its header: the model is named by 8 bytes of its SHA-256
     (and, for a shipped model, by nothing else: test_shipped_models_are_found_by_digest)."""
     data, stats = codec.encode_image(from_array(natural_image(28, 28, 1, seed=3)), tiny_models.__getitem__,
-                                     level_sets=False)  # level sets are written only where they pay
+                                     level_sets=False, calibrate=False)  # both are written only where they pay
     header = len(data) - stats.payload_bytes
     assert header <= 36 + len(tiny_models[1].name), header  # 35 fixed bytes (2-byte segment length)
 
@@ -126,11 +150,11 @@ def test_older_versions_still_decode(tiny_models, monkeypatch):
     new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     assert [d[4] for d in (*old.values(), new)] == [1, 2, 3, 4, container.FORMAT_VERSION]
     assert len(old[1]) == len(old[2]) + 24
-    assert container.FORMAT_VERSION == container.UNIFORM_TILES_VERSION == 12  # versions 9, 10 and 11 changed audio only
-    assert container.IMAGE_LAYOUT_VERSION == container.UNIFORM_TILES_VERSION
+    assert container.FORMAT_VERSION == container.CALIBRATION_VERSION == 13  # versions 9, 10 and 11 changed audio only
+    assert container.IMAGE_LAYOUT_VERSION == container.CALIBRATION_VERSION
     assert len(new) < len(old[4])  # a compact header and a trimmed stream
     assert container.unpack(old[1]).planes[0].model_digest == tiny_models[3].digest
-    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 12]
+    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 13]
     for data in (*old.values(), new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
@@ -218,6 +242,7 @@ SHIPPED_DIGESTS = {
     "wavenet-speech8k": "3d16c59dc6389961", "pixelcnn-gray2": "1e282dd14b86126f", "pixelcnn-rgb4": "c03e04c62d9ee2e0",
     "wavenet-speech8k2": "e77679e9adca2913", "pixelcnn-rgb5": "f385858d1f7f3a2f",
     "wavenet-speech8k3": "4fa411943867e55d", "pixelcnn-gray3": "ff4d6dd408c1c46e", "pixelcnn-rgb6": "88ba32df7c35ef7a",
+    "pixelcnn-rgb7": "8db8c45ab68d96ba",
 }
 
 

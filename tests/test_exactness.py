@@ -157,8 +157,8 @@ def test_exact_model_stays_close_to_the_float_model(which, adapt, request):
         params = model.float_model()(x)
         offsets = choose_scale_offsets(params, x, inside) if adapt else torch.full((1, 3), SCALE_OFFSET_ZERO)
         float_bits = float(tile_bits(params, x, inside, offsets)[0])
-    _, stats = codec.encode_image(from_array(img), lambda c: model, tile=16, adapt=adapt,
-                                  level_sets=False, uniform_tiles=False)  # nor does the float NLL
+    _, stats = codec.encode_image(from_array(img), lambda c: model, tile=16, adapt=adapt, level_sets=False,
+                                  uniform_tiles=False, calibrate=False)  # nor does the float NLL
     assert abs(stats.nll_bits / float_bits - 1) < 0.02, (stats.nll_bits, float_bits)
 
 
@@ -195,8 +195,8 @@ def test_scale_adaptation_pays_where_the_model_is_overconfident(monkeypatch):
     model = zoo.resolve("pixelcnn-rgb")
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    fixed, _ = codec.encode_image(from_array(noise), lambda c: model, adapt=False)
-    adapted, _ = codec.encode_image(from_array(noise), lambda c: model)
+    fixed, _ = codec.encode_image(from_array(noise), lambda c: model, adapt=False, calibrate=False)
+    adapted, _ = codec.encode_image(from_array(noise), lambda c: model, calibrate=False)
     assert len(adapted) < 0.9 * len(fixed), (len(adapted), len(fixed))
     assert np.array_equal(codec.decode_image(adapted).pixels, noise)
 
