@@ -36,9 +36,9 @@ GAIN_ONE = 1 << GAIN_BITS
 GAIN_LIMIT = GAIN_ONE
 OFFSET_LIMIT = fp.ACT_LIMIT
 #: pixels of a plane group the encoder fits on, drawn with a fixed seed
-SAMPLE_PIXELS = 1 << 15
+SAMPLE_PIXELS = 1 << 14
 #: Adam steps and learning rate of the fit (float units: a gain of 1.0 doubles a parameter)
-FIT_STEPS = 120
+FIT_STEPS = 80
 FIT_LR = 1e-2
 #: a calibration is kept where its estimated saving is at least this multiple of its header bits
 #: (the sample's estimate is not the whole image's, and the tile offsets chosen after it already
