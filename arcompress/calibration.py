@@ -99,20 +99,21 @@ def header_bytes(cal: Calibration) -> int:
 
 
 def _sample(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor, size: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Up to ``size`` pixels drawn at random (fixed seed) from those inside the image:
-    (params (S, P) int64, sub-pixels (S, C))."""
+    (params (S, P) int64, sub-pixels (S, C), the index of each one's tile (S,))."""
     p, c = params.shape[1], tiles.shape[1]
     rows = torch.nonzero(inside.reshape(-1)).flatten()
     pick = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:size]]
     flat_p = params.permute(0, 2, 3, 1).reshape(-1, p)
     flat_x = tiles.permute(0, 2, 3, 1).reshape(-1, c)
-    return flat_p[pick].to(torch.int64), flat_x[pick]
+    return flat_p[pick].to(torch.int64), flat_x[pick], pick // (tiles.shape[2] * tiles.shape[3])
 
 
-def _pixel_bits(params: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    """Float NLL (bits) of each pixel (S,): pixels (S, C) under float params (S, P)."""
-    return pixel_nll_bits(params.view(*params.shape, 1, 1), pixels.view(*pixels.shape, 1, 1)).view(-1)
+def _pixel_bits(params: torch.Tensor, pixels: torch.Tensor, shifts: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Float NLL (bits) of each pixel (S,): pixels (S, C) under float params (S, P), with
+    log-scale offsets ``shifts`` (S, C) in real units (or a number)."""
+    return pixel_nll_bits(params.view(*params.shape, 1, 1), pixels.view(*pixels.shape, 1, 1), shifts).view(-1)
 
 
 def _uniform_bits(tiles: torch.Tensor, inside: torch.Tensor) -> float:
@@ -123,12 +124,15 @@ def _uniform_bits(tiles: torch.Tensor, inside: torch.Tensor) -> float:
     return sum(math.log2(max(1, bin(levels_used(sym[ch])).count("1"))) for ch in range(c))
 
 
-def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
+def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor, shifts: torch.Tensor | None = None,
         sample: int = SAMPLE_PIXELS, steps: int = FIT_STEPS) -> Calibration | None:
     """The encoder's calibration of a plane group: tiles (N, C, h, w) uint8 under exact params
     (N, P, h, w), inside (N, 1, h, w); None where it would not pay for its header field.
+    ``shifts``: the tiles' log-scale offsets (N, C) in fixed point that the encoder would use
+    without a calibration (codec: the scale offsets chosen on ``params``), or None.
 
-    Fits gains and offsets by Adam on the float NLL of up to ``sample`` pixels, rounds them, and
+    Fits gains and offsets by Adam on the float NLL of up to ``sample`` pixels, each at its
+    tile's offsets (a calibration must improve on what those already do), rounds them, and
     keeps them where the rounded calibration's estimated saving (the sample's, scaled to the plane
     group) is at least KEEP_FACTOR times its header bits.  A pixel's bits are counted as at most
     what a uniform tile would spend on it: where the model is worse than that (white noise),
@@ -137,15 +141,16 @@ def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
     total = int(inside.sum())
     if total == 0:
         return None
-    p_int, x = _sample(params, tiles, inside, sample)
+    p_int, x, tile = _sample(params, tiles, inside, sample)
     p = p_int.to(torch.float32) / fp.ONE
+    shift = 0.0 if shifts is None else shifts[tile].to(torch.float32) / fp.ONE
     gain = torch.zeros(p.shape[1], requires_grad=True)
     offset = torch.zeros(p.shape[1], requires_grad=True)
     opt = torch.optim.Adam([gain, offset], lr=FIT_LR)
     limit = fp.ACT_LIMIT / fp.ONE
     with torch.enable_grad():
         for _ in range(steps):
-            loss = _pixel_bits((p * (1 + gain) + offset).clamp(-limit, limit), x).mean()
+            loss = _pixel_bits((p * (1 + gain) + offset).clamp(-limit, limit), x, shift).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -153,7 +158,7 @@ def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor,
                       tuple(torch.round(offset.detach() * fp.ONE).clamp(-OFFSET_LIMIT, OFFSET_LIMIT).long().tolist()))
     uniform = _uniform_bits(tiles, inside)
     with torch.no_grad():
-        before = float(_pixel_bits(p_int.to(torch.float32) / fp.ONE, x).clamp(max=uniform).sum())
-        after = float(_pixel_bits(apply(p_int, cal).to(torch.float32) / fp.ONE, x).clamp(max=uniform).sum())
+        before = float(_pixel_bits(p, x, shift).clamp(max=uniform).sum())
+        after = float(_pixel_bits(apply(p_int, cal).to(torch.float32) / fp.ONE, x, shift).clamp(max=uniform).sum())
     saving = (before - after) * total / len(x)
     return cal if saving >= KEEP_FACTOR * 8 * header_bytes(cal) else None

@@ -350,12 +350,14 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
         tiles, inside = plan.split(plane)
         model, params = _pick_model(models, tiles, inside, dev, bar, adapt)
         stats.models.append(model.name)
+        offsets = _tile_offsets(params, tiles, inside, adapt)
         cal = None
         if calibrate and container.FORMAT_VERSION >= container.CALIBRATION_VERSION:
-            cal = calibration.fit(params, tiles, inside)
-            params = calibration.apply(params, cal, dim=1)
-            stats.calibrated_planes += cal is not None
-        offsets = _tile_offsets(params, tiles, inside, adapt)
+            cal = calibration.fit(params, tiles, inside, None if offsets is None else scale_offset(offsets))
+            if cal is not None:  # calibrated parameters, and the scale offsets that suit them
+                params = calibration.apply(params, cal, dim=1)
+                offsets = _tile_offsets(params, tiles, inside, adapt)
+                stats.calibrated_planes += 1
         levels = []
         if uniform_tiles and offsets is not None and container.FORMAT_VERSION >= container.UNIFORM_TILES_VERSION:
             offsets = choose_uniform_tiles(params, tiles, inside, offsets)

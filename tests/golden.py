@@ -114,7 +114,7 @@ def write(names: list[str]) -> None:
         make, rate, bits = CASES[name]
         arr = make()
         if name in FORCED_CALIBRATIONS:
-            calibration.fit = lambda params, tiles, inside: calibration.Calibration(
+            calibration.fit = lambda params, tiles, inside, shifts=None: calibration.Calibration(
                 *FORCED_CALIBRATIONS[name](params.shape[1]))
         try:
             data = arcompress.compress(arr) if rate is None else api.compress_audio(arr, rate, bits)

@@ -66,7 +66,7 @@ def test_any_calibration_round_trips(which, request, monkeypatch):
     exact NLL is the one its tables give."""
     models = request.getfixturevalue(which)
     seeds = iter(range(100))
-    monkeypatch.setattr(calibration, "fit", lambda params, tiles, inside: random_calibration(params.shape[1], next(seeds)))
+    monkeypatch.setattr(calibration, "fit", lambda params, tiles, inside, shifts=None: random_calibration(params.shape[1], next(seeds)))
     for channels in (1, 3):
         for kind in ("natural", "noise", "saturated"):
             a = WORST_CASES[kind](11, 13, channels)
@@ -83,7 +83,7 @@ def test_each_plane_group_has_its_own_calibration(tiny_models, monkeypatch):
     """RGBA: the RGB group and the alpha plane carry their own fields (one may have none)."""
     calls = []
 
-    def one_of_two(params, tiles, inside):
+    def one_of_two(params, tiles, inside, shifts=None):
         calls.append(params.shape[1])
         return random_calibration(params.shape[1], 9) if len(calls) == 1 else None
 
@@ -133,7 +133,7 @@ def test_fit_is_not_kept_where_it_cannot_pay(tiny_models):
 
 def test_header_field_round_trips_and_is_refused_when_corrupt(tiny_models, monkeypatch):
     cal = random_calibration(num_params(3, 3), 4)
-    monkeypatch.setattr(calibration, "fit", lambda params, tiles, inside: cal)
+    monkeypatch.setattr(calibration, "fit", lambda params, tiles, inside, shifts=None: cal)
     a = natural_image(8, 8, 3, seed=7)
     data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     header = container.unpack(data)
@@ -152,7 +152,7 @@ def test_header_field_round_trips_and_is_refused_when_corrupt(tiny_models, monke
 def test_older_versions_refuse_the_calibration_flag(tiny_models, monkeypatch):
     """Bit 7 of the mode byte means a calibration only from version 13: in a version-12 header it
     is an unknown flag."""
-    monkeypatch.setattr(calibration, "fit", lambda params, tiles, inside: random_calibration(params.shape[1], 5))
+    monkeypatch.setattr(calibration, "fit", lambda params, tiles, inside, shifts=None: random_calibration(params.shape[1], 5))
     data, _ = codec.encode_image(from_array(natural_image(8, 8, 3, seed=8)), tiny_models.__getitem__, tile=8)
     old = bytearray(data)
     old[4] = container.UNIFORM_TILES_VERSION
