@@ -334,6 +334,13 @@ def _without(row: dict, what: str) -> str:
     return "=" if value is None else f"{value:.3f}"
 
 
+def _saving_line(what: str, without: float, with_: float, png: float, verb: str) -> str:
+    """A sentence: ``what`` the set would take ``without`` bits/sub-pixel (against PNG's ``png``),
+    so the feature saves this much of it (``with_`` with it)."""
+    return (f"{what} the set would be {without:.4f} bits/sub-pixel ({100 * (without / png - 1):+.1f} % vs PNG), "
+            f"so {verb} {100 * (1 - with_ / without):.2f} % of it.")
+
+
 def _not_default(row: dict, channels: int) -> bool:
     """Whether an arcompress measurement used other models than today's defaults (or did not say)."""
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
@@ -484,18 +491,15 @@ def summarize(results: dict) -> str:
                       f"written {a['bpsp_written']:.4f} ({100 * (a['bpsp_written'] / a['bpsp_exact_nll'] - 1):+.2f} % over the exact NLL).", ""]
         calibrated = [r for r in rows if "bpsp_written_without_calibration" in r["arcompress"]]
         if calibrated:
-            lines += [f"Calibrations (a gain and an offset per model output, fitted per image, format 13) were "
-                      f"written for {len(calibrated)} of {len(rows)} images; without them the set would be "
-                      f"{uncal['bpsp_written']:.4f} bits/sub-pixel "
-                      f"({100 * (uncal['bpsp_written'] / tot['PNG'] - 1):+.1f} % vs PNG), so they save "
-                      f"{100 * (1 - a['bpsp_written'] / uncal['bpsp_written']):.2f} % of it.", ""]
+            lines += [_saving_line("Calibrations (a gain and an offset per model output, fitted per image, format 13) "
+                                   f"were written for {len(calibrated)} of {len(rows)} images; without them",
+                                   uncal["bpsp_written"], a["bpsp_written"], tot["PNG"], "they save"), ""]
         leveled = [r for r in rows if "bpsp_written_plain" in r["arcompress"]]
         if leveled:
-            lines += [f"Level sets (a channel's tables restricted to the levels it uses, format 8) were written for "
-                      f"{len(leveled)} of {len(rows)} images ({', '.join(r['image'] for r in leveled)}); without "
-                      f"them or calibrations the set would be {plain['bpsp_written']:.4f} bits/sub-pixel "
-                      f"({100 * (plain['bpsp_written'] / tot['PNG'] - 1):+.1f} % vs PNG), so the sets save "
-                      f"{100 * (1 - uncal['bpsp_written'] / plain['bpsp_written']):.2f} % of it.", ""]
+            lines += [_saving_line("Level sets (a channel's tables restricted to the levels it uses, format 8) were "
+                                   f"written for {len(leveled)} of {len(rows)} images "
+                                   f"({', '.join(r['image'] for r in leveled)}); without them or calibrations",
+                                   plain["bpsp_written"], uncal["bpsp_written"], tot["PNG"], "the sets save"), ""]
         lines += ["| image | size | " + " | ".join(SHORT[c] for c in codecs) +
                   " | arcompress | without calibration | without either | exact NLL | float NLL | float, adapted "
                   "| overhead | CLI decode s |",
