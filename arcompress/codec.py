@@ -292,18 +292,20 @@ def estimated_bits(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tens
 
 
 def _pick_model(candidates: list[zoo.ExactModel], tiles: torch.Tensor, inside: torch.Tensor,
-                device: torch.device, bar, adapt: bool | None) -> tuple[zoo.ExactModel, torch.Tensor]:
-    """The candidate whose exact parameters give the fewest estimated bits (with the scale
-    offsets the encoder would choose), and those parameters; each candidate costs one exact
-    forward pass and one choice of offsets; one candidate costs nothing but its forward pass."""
+                device: torch.device, bar, adapt: bool | None
+                ) -> tuple[zoo.ExactModel, torch.Tensor, torch.Tensor | None]:
+    """The candidate whose exact parameters give the fewest estimated bits, with those parameters
+    and its tiles' scale offsets (each candidate costs one exact forward pass and one choice of
+    offsets; one candidate costs nothing more than encoding does anyway)."""
     best = None
     for model in candidates:
         params = exact_params(model, tiles, inside, device, bar)
+        offsets = _tile_offsets(params, tiles, inside, adapt)
         if len(candidates) == 1:
-            return model, params
-        bits = estimated_bits(params, tiles, inside, adapt)
+            return model, params, offsets
+        bits = estimated_bits(params, tiles, inside, adapt, offsets=offsets)
         if best is None or bits < best[0]:
-            best = (bits, model, params)
+            best = (bits, model, params, offsets)
     return best[1:]
 
 
@@ -348,9 +350,8 @@ def encode_image(img: ImageData, model_for=None, tile: int = DEFAULT_TILE, group
     for (chans, nch), models in zip(groups, candidates):
         plane = torch.from_numpy(np.ascontiguousarray(coded[:, :, chans].transpose(2, 0, 1)))
         tiles, inside = plan.split(plane)
-        model, params = _pick_model(models, tiles, inside, dev, bar, adapt)
+        model, params, offsets = _pick_model(models, tiles, inside, dev, bar, adapt)
         stats.models.append(model.name)
-        offsets = _tile_offsets(params, tiles, inside, adapt)
         cal = None
         if calibrate and container.FORMAT_VERSION >= container.CALIBRATION_VERSION:
             cal = calibration.fit(params, tiles, inside, None if offsets is None else scale_offset(offsets))
