@@ -22,12 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import math
-
 import torch
 
 from . import fixedpoint as fp
-from .head import levels_used, pixel_nll_bits
+from .head import pixel_nll_bits, uniform_pixel_bits
 
 #: gains are in 1/GAIN_ONE units: a parameter is multiplied by (GAIN_ONE + gain) / GAIN_ONE
 GAIN_BITS = 12
@@ -116,14 +114,6 @@ def _pixel_bits(params: torch.Tensor, pixels: torch.Tensor, shifts: torch.Tensor
     return pixel_nll_bits(params.view(*params.shape, 1, 1), pixels.view(*pixels.shape, 1, 1), shifts).view(-1)
 
 
-def _uniform_bits(tiles: torch.Tensor, inside: torch.Tensor) -> float:
-    """Bits a pixel costs in a tile coded uniformly (codec.choose_uniform_tiles): log2 of the
-    number of levels each channel uses, summed over the channels."""
-    c = tiles.shape[1]
-    sym = tiles.transpose(0, 1).reshape(c, -1)[:, inside.reshape(-1).bool()]
-    return sum(math.log2(max(1, bin(levels_used(sym[ch])).count("1"))) for ch in range(c))
-
-
 def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor, shifts: torch.Tensor | None = None,
         sample: int = SAMPLE_PIXELS, steps: int = FIT_STEPS) -> Calibration | None:
     """The encoder's calibration of a plane group: tiles (N, C, h, w) uint8 under exact params
@@ -156,7 +146,7 @@ def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor, shifts:
             opt.step()
     cal = Calibration(tuple(torch.round(gain.detach() * GAIN_ONE).clamp(-GAIN_LIMIT, GAIN_LIMIT).long().tolist()),
                       tuple(torch.round(offset.detach() * fp.ONE).clamp(-OFFSET_LIMIT, OFFSET_LIMIT).long().tolist()))
-    uniform = _uniform_bits(tiles, inside)
+    uniform = uniform_pixel_bits(tiles, inside)
     with torch.no_grad():
         before = float(_pixel_bits(p, x, shift).clamp(max=uniform).sum())
         after = float(_pixel_bits(apply(p_int, cal).to(torch.float32) / fp.ONE, x, shift).clamp(max=uniform).sum())

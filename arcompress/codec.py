@@ -7,7 +7,6 @@ all tiles of the group that are inside the image at (i, j).
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import zlib
@@ -23,7 +22,7 @@ from . import fixedpoint as fp
 from .coder import DecodeError, Decoder, Encoder
 from .head import (LEVELS, PRECISION, SCALE_OFFSET_ZERO, SCALE_OFFSETS, UNIFORM_TILE, ExactHead,
                    choose_scale_offsets, exact_bits, freqs_from_masses, level_mask, levels_used, num_params, scale_offset,
-                   tile_bits, uniform_freqs)
+                   tile_bits, uniform_freqs, uniform_pixel_bits)
 from .media import ImageData, coded_planes, from_coded, to_coded
 from .pixelcnn import ExactOps
 from .plan import DEFAULT_GROUP, DEFAULT_TILE, MIN_SPLIT_GROUP, TilePlan, default_group  # noqa: F401
@@ -131,9 +130,7 @@ def choose_uniform_tiles(params: torch.Tensor, tiles: torch.Tensor, inside: torc
     tables over the levels each channel uses (log2 of their count a sub-pixel: 8 for all 256,
     a little more where :func:`choose_level_sets` then finds the set not worth writing): white
     noise, where a model trained on photos is sure of the wrong thing.  Format 12 on."""
-    c = tiles.shape[1]
-    sym = tiles.transpose(0, 1).reshape(c, -1)[:, inside.reshape(-1).bool()]
-    per_pixel = sum(math.log2(max(1, bin(levels_used(sym[ch])).count("1"))) for ch in range(c))
+    per_pixel = uniform_pixel_bits(tiles, inside)
     bits = torch.cat([tile_bits(params[s:s + chunk].to(torch.float32) / fp.ONE, tiles[s:s + chunk],
                                 inside[s:s + chunk], offsets[s:s + chunk]) for s in range(0, len(tiles), chunk)])
     flat = inside.flatten(1).sum(1).to(bits.dtype) * per_pixel

@@ -245,6 +245,14 @@ def level_mask(mask: int) -> torch.Tensor:
     return torch.tensor([mask >> v & 1 for v in range(LEVELS)], dtype=torch.int64)
 
 
+def uniform_pixel_bits(tiles: torch.Tensor, inside: torch.Tensor) -> float:
+    """Bits a pixel of tiles (N, C, h, w) costs where its tile is coded uniformly (UNIFORM_TILE):
+    log2 of the number of levels each channel uses inside (N, 1, h, w), summed over channels."""
+    c = tiles.shape[1]
+    sym = tiles.transpose(0, 1).reshape(c, -1)[:, inside.reshape(-1).bool()]
+    return sum(math.log2(max(1, bin(levels_used(sym[ch])).count("1"))) for ch in range(c))
+
+
 def levels_used(values: torch.Tensor) -> int:
     """The 256-bit level set of the uint8 values in ``values`` (any shape)."""
     present = torch.bincount(values.reshape(-1).to(torch.int64), minlength=LEVELS) > 0
