@@ -38,6 +38,9 @@ SAMPLE_PIXELS = 1 << 14
 #: Adam steps and learning rate of the fit (float units: a gain of 1.0 doubles a parameter)
 FIT_STEPS = 80
 FIT_LR = 1e-2
+#: the coarsest roundings :func:`fit` tries: gains and offsets in multiples of up to 2**12
+#: (a gain of 0 or +-1) and 2**15 (an offset of 0 or +-ACT_LIMIT)
+PRECISION_SHIFTS = (GAIN_BITS, 15)
 #: a calibration is kept where its estimated saving is at least this multiple of its header bits
 #: (the sample's estimate is not the whole image's, and the tile offsets chosen after it already
 #: take part of the log-scales' gain)
@@ -122,7 +125,8 @@ def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor, shifts:
     without a calibration (codec: the scale offsets chosen on ``params``), or None.
 
     Fits gains and offsets by Adam on the float NLL of up to ``sample`` pixels, each at its
-    tile's offsets (a calibration must improve on what those already do), rounds them, and
+    tile's offsets (a calibration must improve on what those already do), rounds them to the
+    precision with the fewest estimated bits, header field included (:func:`_precision`), and
     keeps them where the rounded calibration's estimated saving (the sample's, scaled to the plane
     group) is at least KEEP_FACTOR times its header bits.  A pixel's bits are counted as at most
     what a uniform tile would spend on it: where the model is worse than that (white noise),
@@ -144,11 +148,42 @@ def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor, shifts:
             opt.zero_grad()
             loss.backward()
             opt.step()
-    cal = Calibration(tuple(torch.round(gain.detach() * GAIN_ONE).clamp(-GAIN_LIMIT, GAIN_LIMIT).long().tolist()),
-                      tuple(torch.round(offset.detach() * fp.ONE).clamp(-OFFSET_LIMIT, OFFSET_LIMIT).long().tolist()))
     uniform = uniform_pixel_bits(tiles, inside)
-    with torch.no_grad():
-        before = float(_pixel_bits(p, x, shift).clamp(max=uniform).sum())
-        after = float(_pixel_bits(apply(p_int, cal).to(torch.float32) / fp.ONE, x, shift).clamp(max=uniform).sum())
-    saving = (before - after) * total / len(x)
+    scale = total / len(x)
+
+    def cost(cal: Calibration) -> float:  # estimated bits of the plane group with ``cal``, field included
+        with torch.no_grad():
+            nll = _pixel_bits(apply(p_int, cal).to(torch.float32) / fp.ONE, x, shift).clamp(max=uniform).sum()
+        return float(nll) * scale + 8 * header_bytes(cal)
+
+    g, o = gain.detach() * GAIN_ONE, offset.detach() * fp.ONE
+    cal = _precision(g, o, cost)
+    before = float(_pixel_bits(p, x, shift).clamp(max=uniform).sum()) * scale
+    saving = before - (cost(cal) - 8 * header_bytes(cal))
     return cal if saving >= KEEP_FACTOR * 8 * header_bytes(cal) else None
+
+
+def _rounded(gains: torch.Tensor, offsets: torch.Tensor, gain_shift: int, offset_shift: int) -> Calibration:
+    """Gains and offsets (P,) float, in 1/GAIN_ONE and fixed-point units, rounded to multiples
+    of 2**gain_shift and 2**offset_shift and clamped to their ranges."""
+    def rounded(v, s, limit):
+        return tuple((torch.round(v / (1 << s)).clamp(-(limit >> s), limit >> s).long() << s).tolist())
+    return Calibration(rounded(gains, gain_shift, GAIN_LIMIT), rounded(offsets, offset_shift, OFFSET_LIMIT))
+
+
+def _precision(gains: torch.Tensor, offsets: torch.Tensor, cost) -> Calibration:
+    """The rounding of the fitted gains and offsets (P,) float with the lowest ``cost``
+    (estimated bits, header field included): coarser values take fewer header bits (format 14
+    writes them without their common trailing zero bits) and code the image a little worse.
+    Chooses the gains' precision, then the offsets', then the gains' again (PRECISION_SHIFTS)."""
+    shifts = [0, 0]
+    for which in (0, 1, 0):
+        best = None
+        for s in range(PRECISION_SHIFTS[which] + 1):
+            trial = list(shifts)
+            trial[which] = s
+            c = cost(_rounded(gains, offsets, *trial))
+            if best is None or c < best[0]:
+                best = (c, s)
+        shifts[which] = best[1]
+    return _rounded(gains, offsets, *shifts)

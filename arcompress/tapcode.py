@@ -6,8 +6,8 @@ Each stream's predictor is written as bits, most significant first::
                         the number of own taps written (the encoder's choice, audio_head.choose_lpc)
     shift      4 bits   fractional bits of the taps (0-15)
     k          4 bits   Rice parameter of the own taps
-    taps       order of them: |tap| >> k in unary (ones, then a zero), the k low bits of |tap|,
-               then a sign bit (1: negative) when the tap is not zero
+    taps       order of them, Rice-coded (bitio.py: |tap| >> k in unary, the k low bits of
+               |tap|, then a sign bit when the tap is not zero)
     k, taps    the same for the cross taps, only for a stream with a reference channel in a model
                with cross taps
 
@@ -20,27 +20,14 @@ from __future__ import annotations
 
 import torch
 
-from .container import FormatError
+from .bitio import BitReader, BitWriter, rice_bits
+from .errors import FormatError
 
 SHIFT_BITS = 4
-RICE_PARAM_BITS = 4
 ORDER_BITS = 3
 #: the predictor orders a stream may have from format version 10 (its 3-bit code is the index)
 LPC_ORDERS = (2, 4, 8, 16, 32, 64, 128)
 TAP_LIMIT = 32767
-_KS = torch.arange(1 << RICE_PARAM_BITS)
-
-
-def rice_bits(q: torch.Tensor, counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cheapest Rice parameter of each row of taps ``q`` (N, P) int64 and its code length
-    in bits, parameter included: (bits (N,), k (N,)).  ``counts`` (N,): code only the first
-    ``counts[n]`` taps of row n (None: all P)."""
-    a = q.abs().unsqueeze(-1)
-    each = (a >> _KS) + 1 + _KS + (a > 0)  # (N, P, 16)
-    if counts is not None:
-        each = each * (torch.arange(q.shape[1]).view(1, -1, 1) < counts.view(-1, 1, 1))
-    best = each.sum(1).min(1)
-    return best.values + RICE_PARAM_BITS, best.indices
 
 
 def order_codes(orders: torch.Tensor) -> torch.Tensor:
@@ -64,68 +51,12 @@ def predictor_bits(taps: torch.Tensor, cross: torch.Tensor, has_ref: torch.Tenso
     return bits
 
 
-class _BitWriter:
-    def __init__(self):
-        self.acc, self.n = 0, 0
-
-    def put(self, value: int, bits: int) -> None:
-        self.acc = (self.acc << bits) | value
-        self.n += bits
-
-    def rice(self, taps: list[int], k: int) -> None:
-        self.put(k, RICE_PARAM_BITS)
-        for t in taps:
-            a = abs(t)
-            run = a >> k
-            self.put(((1 << run) - 1) << 1, run + 1)
-            self.put(a & ((1 << k) - 1), k)
-            if a:
-                self.put(int(t < 0), 1)
-
-    def bytes(self) -> bytes:
-        pad = -self.n % 8
-        return (self.acc << pad).to_bytes((self.n + pad) // 8, "big")
-
-
-class _BitReader:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-
-    def bit(self) -> int:
-        i = self.pos >> 3
-        if i >= len(self.data):
-            raise FormatError("file is truncated (segment shorter than its predictors)")
-        self.pos += 1
-        return (self.data[i] >> (7 - (self.pos - 1) % 8)) & 1
-
-    def get(self, bits: int) -> int:
-        v = 0
-        for _ in range(bits):
-            v = (v << 1) | self.bit()
-        return v
-
-    def rice(self, count: int) -> list[int]:
-        k = self.get(RICE_PARAM_BITS)
-        out = []
-        for _ in range(count):
-            run = 0
-            while self.bit():
-                run += 1
-                if run > TAP_LIMIT >> k:
-                    raise FormatError("corrupt segment (predictor tap)")
-            a = (run << k) | self.get(k)
-            if a > TAP_LIMIT:
-                raise FormatError("corrupt segment (predictor tap)")
-            out.append(-a if a and self.bit() else a)
-        return out
-
-
 def pack_taps(taps: torch.Tensor, cross: torch.Tensor, shift: torch.Tensor, has_ref: torch.Tensor,
               orders: torch.Tensor | None = None) -> bytes:
     """Taps (S, P), cross taps (S, Q), shifts (S,), has_ref (S,) -> the coded predictors.
     ``orders`` (S,) (format version 10 on): each stream's order, written as its code, and only
     that many own taps are written (the rest must be zero); None: all P, no order codes."""
-    w = _BitWriter()
+    w = BitWriter()
     _, k_own = rice_bits(taps, orders)
     k_cross = rice_bits(cross)[1] if cross.shape[1] else None
     codes = None if orders is None else order_codes(orders)
@@ -148,7 +79,7 @@ def unpack_taps(payload: bytes, has_ref: torch.Tensor, order: int | None, cross:
     shifts (S,), orders (S,), all int64, zero cross taps for streams without a reference; bytes
     read).  ``order``: every stream's order (versions 7-9); None: each stream's is written
     (version 10 on), and P is the largest of them (the taps past a stream's order are zero)."""
-    r = _BitReader(payload)
+    r = BitReader.of_bytes(payload, "predictor taps")
     S = len(has_ref)
     rows, xt = [], torch.zeros(S, cross, dtype=torch.int64)
     shift, orders = torch.zeros(S, dtype=torch.int64), torch.zeros(S, dtype=torch.int64)
@@ -161,11 +92,11 @@ def unpack_taps(payload: bytes, has_ref: torch.Tensor, order: int | None, cross:
         else:
             orders[n] = order
         shift[n] = r.get(SHIFT_BITS)
-        rows.append(r.rice(int(orders[n])))
+        rows.append(r.rice(int(orders[n]), TAP_LIMIT))
         if cross and bool(has_ref[n]):
-            xt[n] = torch.tensor(r.rice(cross), dtype=torch.int64)
+            xt[n] = torch.tensor(r.rice(cross, TAP_LIMIT), dtype=torch.int64)
     width = int(orders.max()) if S else (order or 0)
     taps = torch.zeros(S, width, dtype=torch.int64)
     for n, row in enumerate(rows):
         taps[n, :len(row)] = torch.tensor(row, dtype=torch.int64)
-    return taps, xt, shift, orders, (r.pos + 7) // 8
+    return taps, xt, shift, orders, r.bytes_read

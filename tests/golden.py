@@ -3,7 +3,8 @@ that every machine makes the same arrays.  ``python tests/golden.py [NAME...]`` 
 named files (all without names) again: only when the format is meant to change, or for a new
 case; test_golden then pins the new one.  The first five were written in format 10, ``noise16``
 in format 11 (its streams verbatim), ``noise_rgb`` in format 12 (uniform tiles),
-``calibrated_rgb`` in format 13 (a calibration of the model's outputs)."""
+``calibrated_rgb`` in format 13 (a calibration of the model's outputs, zigzag varints),
+``calibrated_rgb_coded`` in format 14 (Rice-coded, with shifts)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ def calibrated_rgb() -> np.ndarray:
 FORCED_CALIBRATIONS = {
     "calibrated_rgb": lambda n: (tuple((37 * i) % 201 - 100 for i in range(n)),
                                  tuple((53 * i) % 121 - 60 for i in range(n))),
+    "calibrated_rgb_coded": lambda n: (tuple(16 * ((37 * i) % 201 - 100) for i in range(n)),
+                                       tuple(4 * ((53 * i) % 1201 - 600) for i in range(n))),
 }
 
 
@@ -98,6 +101,7 @@ CASES = {
     "noise16": (noise16, 16000, 16),
     "noise_rgb": (noise_rgb, None, 8),
     "calibrated_rgb": (calibrated_rgb, None, 8),
+    "calibrated_rgb_coded": (calibrated_rgb, None, 8),
 }
 
 

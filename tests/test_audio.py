@@ -155,18 +155,19 @@ def test_older_audio_versions_still_decode(audio_models, monkeypatch):
     writes audio as version 7 did; version 9 adds the stream modes (one byte per segment when
     every stream has mode 0); version 10 each stream's predictor order; version 11 verbatim streams
     (a tone has none, so the same bytes as version 10 but for the version); versions 12 (image
-    uniform tiles) and 13 (image calibrations) write audio as 11 did.  All decode."""
+    uniform tiles), 13 (image calibrations) and 14 (coded calibrations) write audio as 11 did.
+    All decode."""
     x = tone(600, 2, seed=3)
     old = {}
-    for version in (4, 5, 6, 7, 8, 9, 10, 11, 12):
+    for version in (4, 5, 6, 7, 8, 9, 10, 11, 12, 13):
         monkeypatch.setattr(container, "FORMAT_VERSION", version)
         old[version] = roundtrip(audio_models["tiny"], x)[1]
         monkeypatch.undo()
     back, new, _ = roundtrip(audio_models["tiny"], x)
-    assert [d[4] for d in (*old.values(), new)] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+    assert [d[4] for d in (*old.values(), new)] == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
     assert len(old[7]) < len(old[6]) < len(old[5]) < len(old[4])
-    assert _segments(old[10]) == _segments(old[11]) == _segments(old[12]) == _segments(new)
-    assert len(old[10]) == len(old[12]) == len(new)
+    assert _segments(old[10]) == _segments(old[11]) == _segments(old[12]) == _segments(old[13]) == _segments(new)
+    assert len(old[10]) == len(old[12]) == len(old[13]) == len(new)
     assert len(old[8]) == len(old[7])  # the same bytes but for the version and the header CRC
     assert len(old[5]) - len(old[6]) >= 24 + 20  # the digest's last 24 bytes and the metadata JSON
     for data in old.values():

@@ -1,6 +1,7 @@
-"""Calibration of a model's output parameters (format 13): exact integer arithmetic, any values
-round-trip, the encoder's fit finds a systematic error and pays only where it should, and the
-header field is read back or refused."""
+"""Calibration of a model's output parameters (format 13; Rice-coded from 14): exact integer
+arithmetic, any values round-trip, the encoder's fit finds a systematic error, rounds it to the
+precision that pays and keeps it only where it should, and the header field is read back or
+refused."""
 
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def test_header_field_round_trips_and_is_refused_when_corrupt(tiny_models, monke
     data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     header = container.unpack(data)
     assert header.planes[0].calibration == (cal.gains, cal.offsets)
-    assert data[4] == container.CALIBRATION_VERSION
+    assert data[4] == container.FORMAT_VERSION
     # a field of the wrong size for the model: a clear format error, no pixels
     header.planes[0].calibration = (cal.gains[:-1], cal.offsets[:-1])
     with pytest.raises(container.FormatError, match="calibration"):
@@ -163,9 +164,47 @@ def test_older_versions_refuse_the_calibration_flag(tiny_models, monkeypatch):
 def test_uncalibrated_files_are_format_12_bytes(tiny_models, monkeypatch):
     """Without a calibration a file is format 12's, but for the version byte."""
     a = natural_image(10, 12, 3, seed=9)
+    version = container.FORMAT_VERSION
     new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     assert container.unpack(new).planes[0].calibration is None
     monkeypatch.setattr(container, "FORMAT_VERSION", container.UNIFORM_TILES_VERSION)
     old, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
-    assert old[4] == 12 and new[4] == 13 and len(old) == len(new)
+    assert old[4] == 12 and new[4] == version and len(old) == len(new)
     assert container.unpack(old).planes == container.unpack(new).planes
+
+
+def test_version_13_calibrations_are_still_read(tiny_models, monkeypatch):
+    """A version-13 file (zigzag varints) carries the same calibration as a version-14 one (Rice
+    codes, here with shifts) and decodes; the coded field is the smaller."""
+    cal = Calibration(tuple(16 * (i % 21 - 10) for i in range(num_params(3, 3))),
+                      tuple(4 * (i % 41 - 20) for i in range(num_params(3, 3))))
+    monkeypatch.setattr(calibration, "fit", lambda params, tiles, inside, shifts=None: cal)
+    a = natural_image(9, 11, 3, seed=12)
+    new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
+    monkeypatch.setattr(container, "FORMAT_VERSION", container.CALIBRATION_VERSION)
+    old, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
+    assert (old[4], new[4]) == (13, 14) and len(old) > len(new)
+    for data in (old, new):
+        assert container.unpack(data).planes[0].calibration == (cal.gains, cal.offsets)
+        assert np.array_equal(codec.decode_image(data, lambda n, d: tiny_models[3]).pixels, a)
+
+
+def test_precision_is_the_cheapest_rounding():
+    """The fit's rounding: where only the header counts, a much smaller field than the finest
+    rounding's, that no other precision of the gains alone or of the offsets alone makes smaller;
+    where any change from the fitted values is dear, the finest (the fitted values rounded)."""
+    gains = torch.tensor([37.4, -300.2, 5.0, 1000.0])
+    offsets = torch.tensor([-3000.6, 12.2, 0.4, 700.0])
+    coarse = calibration._precision(gains, offsets, lambda cal: 8 * calibration.header_bytes(cal))
+    grid = {(a, b): calibration._rounded(gains, offsets, a, b)
+            for a in range(calibration.PRECISION_SHIFTS[0] + 1) for b in range(calibration.PRECISION_SHIFTS[1] + 1)}
+    a, b = next(k for k, cal in grid.items() if cal == coarse)
+    smallest = calibration.header_bytes(coarse)
+    assert all(calibration.header_bytes(cal) >= smallest for (i, j), cal in grid.items() if i == a or j == b)
+
+    def dear(cal):
+        g, o = torch.tensor(cal.gains, dtype=torch.float32), torch.tensor(cal.offsets, dtype=torch.float32)
+        return 1e6 * float((g - gains).abs().sum() + (o - offsets).abs().sum()) + 8 * calibration.header_bytes(cal)
+    fine = calibration._precision(gains, offsets, dear)
+    assert fine.gains == (37, -300, 5, 1000) and fine.offsets == (-3001, 12, 0, 700)
+    assert calibration.header_bytes(fine) >= smallest + 3

@@ -75,24 +75,33 @@ def test_compact_header_rejects_unknown_flags(monkeypatch):
 
 
 def test_calibration_field_round_trips_and_is_validated():
-    """A plane group's calibration (version 13): a count, then zigzag gains and offsets; a group
-    without one writes a count of 0 when another group has one."""
+    """A plane group's calibration: a count, then (version 14) for the gains and for the offsets
+    their common shift and their Rice codes, or (version 13) zigzag varints; a group without one
+    writes a count of 0 when another group has one."""
     h = _header()
     gains, offsets = (0, -1, 1, -4096, 4096), (32768, -32768, 63, -64, 0)
     h.planes[1].calibration = (gains, offsets)
     data = container.pack(h)
     assert data[9] & container.HAS_CALIBRATION
     field = container.pack_calibration(gains, offsets)
-    assert field[:5] == bytes([5, 0, 1, 2, 0xFF])  # 0 -> 0, -1 -> 1, 1 -> 2, -4096 -> 8191 (2 bytes)
+    assert field[0] == 5 and field[1] >> 4 == 0  # the count; the gains' shift (nothing in common)
+    assert container.pack_calibration(gains, offsets, version=13)[:5] == bytes([5, 0, 1, 2, 0xFF])  # 0, -1, 1, -4096
     assert len(data) == len(container.pack(_header())) + 1 + len(field)  # + group 1's empty count
     back = container.unpack(data)
     assert back.planes[0].calibration is None and back.planes[1].calibration == (gains, offsets)
     assert not container.pack(_header())[9] & container.HAS_CALIBRATION
     with pytest.raises(ValueError):
-        container.pack_calibration((1 << 21,), (0,))
-    # a count beyond the limit, or values cut short: format errors
+        container.pack_calibration((1 << 16,), (0,))
+    # values with trailing zero bits in common are written without them
+    coarse = tuple(64 * v for v in (3, -5, 0, 7, 1)), tuple(1024 * v for v in (-2, 0, 1, 31, -32))
+    small = container.pack_calibration(*coarse)
+    assert small[1] >> 4 == 6 and len(small) < len(container.pack_calibration(coarse[0], offsets))
+    h.planes[1].calibration = coarse
+    assert container.unpack(container.pack(h)).planes[1].calibration == coarse
+    # a count beyond the limit, values cut short, a unary run past the largest value: format errors
     start = data.index(field)
-    for bad in (data[:start] + bytes([0xFF, 0xFF, 0x7F]) + data[start + 1:], data[:start + 3]):
+    for bad in (data[:start] + bytes([0xFF, 0xFF, 0x7F]) + data[start + 1:], data[:start + 3],
+                data[:start + 1] + bytes([0x00]) + b"\xff" * 4200):
         with pytest.raises(container.FormatError):
             container.unpack(bad)
 
@@ -150,11 +159,11 @@ def test_older_versions_still_decode(tiny_models, monkeypatch):
     new, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8)
     assert [d[4] for d in (*old.values(), new)] == [1, 2, 3, 4, container.FORMAT_VERSION]
     assert len(old[1]) == len(old[2]) + 24
-    assert container.FORMAT_VERSION == container.CALIBRATION_VERSION == 13  # versions 9, 10 and 11 changed audio only
-    assert container.IMAGE_LAYOUT_VERSION == container.CALIBRATION_VERSION
+    assert container.FORMAT_VERSION == container.CODED_CALIBRATION_VERSION == 14  # versions 9, 10 and 11 changed audio only
+    assert container.IMAGE_LAYOUT_VERSION == container.CODED_CALIBRATION_VERSION
     assert len(new) < len(old[4])  # a compact header and a trimmed stream
     assert container.unpack(old[1]).planes[0].model_digest == tiny_models[3].digest
-    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 13]
+    assert [api.info(d)["format_version"] for d in (*old.values(), new)] == [1, 2, 3, 4, 14]
     for data in (*old.values(), new):
         back = codec.decode_image(data, lambda name, d: tiny_models[3] if tiny_models[3].matches(d) else None)
         assert np.array_equal(back.pixels, a)
