@@ -1,4 +1,4 @@
-"""Per-image calibration of an image model's output parameters (format 13).
+"""Per-image calibration of an image model's output parameters (format 13; coded from 14).
 
 A model trained on some photos is a little off on others in ways that hold across a whole
 image: its means a shade too far from the context, its colour coupling a little too strong,
@@ -14,8 +14,10 @@ tables stay the encoder's bit for bit.  ``gain`` is in 1/GAIN_ONE units (a facto
 ``offset`` in the network's fixed point (1/fixedpoint.ONE).
 
 The fit (:func:`fit`, encoder only: any values decode) minimises the float NLL of a random
-sample of the plane group's pixels; it is kept only where the estimated saving exceeds what
-its header field costs, so small images, where a hundred numbers would not pay, carry none.
+sample of the plane group's pixels and rounds the values to the precision with the fewest
+estimated bits, header field included (format 14 writes them without the trailing zero bits
+they share, container.pack_calibration); it is kept only where the estimated saving exceeds
+what its field costs, so small images, where a hundred numbers would not pay, carry none.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ Image layout, versions 5-9 (integers are unsigned LEB128 varints unless a size i
                         for each its lowest and highest level and a bitmap between them); only
                         with HAS_CALIBRATION, its calibration (:func:`pack_calibration`: a count,
                         0 for none, then that many gains and offsets of the model's output
-                        parameters, calibration.py); each segment's byte length (as many
-                        segments as the tiling has tile groups)
+                        parameters, calibration.py; Rice-coded from version 14); each
+                        segment's byte length (as many segments as the tiling has tile groups)
     hcrc       4 bytes  CRC-32 of everything above (a corrupt size is caught before decoding)
     payload    the segments, in order; each is one trimmed range-coded stream (coder.py) that
                starts with one scale-offset index per tile and channel, 4 bits each (codec, head);
@@ -73,8 +73,8 @@ Versions 6 and 7 write image files exactly as version 5 did; version 8 too, unle
 level set pays for itself (codec.choose_level_sets); versions 9, 10 and 11 change audio
 segments only; version 12 changes image segments (their offset indices' table, so every image
 file's bytes) and writes audio as version 11; version 13 writes images as version 12 unless a
-plane group's calibration pays for itself (calibration.fit; IMAGE_LAYOUT_VERSION), and audio as
-version 11.
+plane group's calibration pays for itself (calibration.fit), and audio as version 11; version 14
+Rice-codes the calibration values at a precision the encoder chooses (IMAGE_LAYOUT_VERSION).
 
 Parsing checks every size against limits and against the bytes present before anything large
 is allocated; any inconsistency raises :class:`FormatError`.

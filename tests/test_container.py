@@ -7,8 +7,9 @@ import zlib
 import numpy as np
 import pytest
 
-from arcompress import api, codec, container, zoo
+from arcompress import api, calibration, codec, container, zoo
 from arcompress.coder import DecodeError
+from arcompress.head import num_params
 from arcompress.media import from_array
 from arcompress.plan import default_plan
 
@@ -204,16 +205,23 @@ def test_not_an_arc_file():
         container.unpack(b"")
 
 
-@pytest.fixture(scope="module", params=["plain", "level sets"])
+@pytest.fixture(scope="module", params=["plain", "level sets", "calibration"])
 def sample(request, tiny_models):
-    """A small RGB file, once without and once with level sets in its header (its levels are
-    all multiples of 4, so restricting the tables saves more than the sets cost)."""
+    """A small RGB file: plain, with level sets in its header (its levels are all multiples of
+    4, so restricting the tables saves more than the sets cost), or with a Rice-coded
+    calibration (forced: the fit would not pay on so small an image)."""
     a = natural_image(9, 10, 3, seed=7)
     if request.param == "level sets":
         a = a // 4 * 4
-    data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, group=2,
-                                 level_sets=request.param == "level sets")
+    n = num_params(3, tiny_models[3].config.mixtures)
+    cal = calibration.Calibration(tuple(64 * (i % 9 - 4) for i in range(n)), tuple(8 * (i % 31 - 15) for i in range(n)))
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "calibration":
+            mp.setattr(calibration, "fit", lambda params, tiles, inside, shifts=None: cal)
+        data, _ = codec.encode_image(from_array(a), tiny_models.__getitem__, tile=8, group=2,
+                                     level_sets=request.param == "level sets")
     assert bool(data[9] & container.HAS_LEVELS) == (request.param == "level sets")
+    assert bool(data[9] & container.HAS_CALIBRATION) == (request.param == "calibration")
     return a, data
 
 
