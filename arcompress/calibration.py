@@ -153,15 +153,16 @@ def fit(params: torch.Tensor, tiles: torch.Tensor, inside: torch.Tensor, shifts:
     uniform = uniform_pixel_bits(tiles, inside)
     scale = total / len(x)
 
-    def cost(cal: Calibration) -> float:  # estimated bits of the plane group with ``cal``, field included
+    def image_bits(params: torch.Tensor) -> float:  # the plane group's estimated bits under float params
         with torch.no_grad():
-            nll = _pixel_bits(apply(p_int, cal).to(torch.float32) / fp.ONE, x, shift).clamp(max=uniform).sum()
-        return float(nll) * scale + 8 * header_bytes(cal)
+            return float(_pixel_bits(params, x, shift).clamp(max=uniform).sum()) * scale
 
-    g, o = gain.detach() * GAIN_ONE, offset.detach() * fp.ONE
-    cal = _precision(g, o, cost)
-    before = float(_pixel_bits(p, x, shift).clamp(max=uniform).sum()) * scale
-    saving = before - (cost(cal) - 8 * header_bytes(cal))
+    def calibrated_bits(cal: Calibration) -> float:
+        return image_bits(apply(p_int, cal).to(torch.float32) / fp.ONE)
+
+    cal = _precision(gain.detach() * GAIN_ONE, offset.detach() * fp.ONE,
+                     lambda c: calibrated_bits(c) + 8 * header_bytes(c))
+    saving = image_bits(p) - calibrated_bits(cal)
     return cal if saving >= KEEP_FACTOR * 8 * header_bytes(cal) else None
 
 
