@@ -194,12 +194,15 @@ def info(inputs, as_json):
               "image that validation measures (more: a steadier figure, slower checkpoints).")
 @click.option("--average", default=0.0, show_default=True, help="Decay of a Polyak (moving) average of the "
               "weights, e.g. 0.999: validation measures it and the model file gets it; 0 ships the last step's weights.")
+@click.option("--noise", default=0.0, show_default=True, help="Images: add Gaussian noise to half of the "
+              "training crops, its std drawn uniformly from 0 to this many levels (scans and camera noise "
+              "are grainier than downsampled photos); 0: none.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint file (default: OUTPUT.ckpt.safetensors); resumed if present.")
 @click.option("--checkpoint-every", default=200, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, value, residual, skip, layers, lpc_cross,
           mixtures, steps,
-          batch, crop, lr, lr_decay, threads, val_files, val_dir, val_crops, init, average, checkpoint, checkpoint_every, seed):
+          batch, crop, lr, lr_decay, threads, val_files, val_dir, val_crops, init, average, noise, checkpoint, checkpoint_every, seed):
     """Train a model on a folder of images (PixelCNN++) or recordings (WaveNet) and write an
     exact model file.
 
@@ -217,6 +220,8 @@ def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, v
         suffixes = {p.suffix.lower() for p in Path(data_dir).rglob("*")}
         arch = "wavenet" if suffixes & AUDIO_SUFFIXES and not suffixes & IMAGE_SUFFIXES else "pixelcnn"
     try:
+        if arch == "wavenet" and noise:
+            raise ValueError("--noise applies to image training only")
         if arch == "wavenet":
             from .train_audio import AudioTrainOptions, train_audio
             from .wavenet import WaveNetConfig
@@ -245,7 +250,7 @@ def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, v
             cfg = PixelCNNConfig(**shape)
         opts = TrainOptions(steps=steps, batch=batch or 16, crop=crop or 32, lr=lr, lr_decay=lr_decay,
                             threads=threads, val_images=val_files, checkpoint_every=checkpoint_every, seed=seed,
-                            val_crops=val_crops, average=average)
+                            val_crops=val_crops, average=average, noise=noise)
         r = run(data_dir, output, cfg, opts, checkpoint=checkpoint, log=click.echo, init=init)
     except (ValueError, OSError) as e:
         _fail(str(e))

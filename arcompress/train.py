@@ -42,6 +42,7 @@ class TrainOptions:
     seed: int = 0
     threads: int = 0  # 0: torch default
     average: float = 0.0  # decay of the Polyak weight average (e.g. 0.999); 0: ship the last iterate
+    noise: float = 0.0  # half the crops get Gaussian noise of a std drawn from U(0, noise) levels; 0: none
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -78,6 +79,24 @@ def random_crops(images: list[np.ndarray], n: int, size: int, rng: np.random.Gen
         c = a[:, y:y + size, x:x + size]
         crops.append(c[:, :, ::-1] if rng.random() < 0.5 else c)
     return torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
+
+
+def add_noise(crops: torch.Tensor, max_sigma: float, rng: np.random.Generator) -> torch.Tensor:
+    """Sensor-like noise on half of the crops (N, C, S, S) uint8: each chosen crop gets i.i.d.
+    Gaussian noise of a standard deviation drawn uniformly from [0, max_sigma] levels, rounded and
+    clipped to 0..255; the other half are returned unchanged.
+
+    The training photos are downsampled JPEGs, smoother than scans or raw camera data; without
+    this a model learns that a pixel is never far from its neighbours and is overconfident on
+    grainy images (the per-tile scale offsets then have to undo it)."""
+    if max_sigma <= 0:
+        return crops
+    n = crops.shape[0]
+    chosen = rng.random(n) < 0.5
+    sigma = np.where(chosen, rng.uniform(0.0, max_sigma, n), 0.0)
+    noise = rng.standard_normal(tuple(crops.shape)) * sigma[:, None, None, None]
+    noisy = np.clip(np.rint(crops.numpy().astype(np.float64) + noise), 0, 255).astype(np.uint8)
+    return torch.from_numpy(noisy)
 
 
 class WeightAverage:
@@ -292,7 +311,7 @@ def train(images_dir: str, output: str, cfg: PixelCNNConfig, opts: TrainOptions,
     rng = np.random.default_rng(opts.seed + step)
 
     def loss() -> torch.Tensor:
-        x = random_crops(train_imgs, opts.batch, opts.crop, rng)
+        x = add_noise(random_crops(train_imgs, opts.batch, opts.crop, rng), opts.noise, rng)
         return nll_bits(model(x), x)
 
     step = run_steps(model, opt, opts, step, history, loss=loss,

@@ -273,12 +273,13 @@ def tiling_tradeoff(images: list[ImageData], tiles=(16, 32, 64)) -> list[dict]:
             bits += 8 * len(data)
             n += img.pixels.size
         probe = images[0]
-        data, _ = codec.encode_image(probe, tile=t, progress=False)
+        data, stats = codec.encode_image(probe, tile=t, progress=False)
         t0 = time.perf_counter()
         codec.decode_image(data, progress=False)
         dt = time.perf_counter() - t0
         rows.append({"tile": t, "bpsp_written": bits / n, "decode_px_per_s": probe.pixels.shape[0] * probe.pixels.shape[1] / dt,
-                     "probe": f"{probe.pixels.shape[1]}x{probe.pixels.shape[0]}", "format_version": data[4]})
+                     "probe": f"{probe.pixels.shape[1]}x{probe.pixels.shape[0]}", "format_version": data[4],
+                     "models": stats.models})
     return rows
 
 
@@ -324,6 +325,12 @@ def _outdated(row: dict) -> bool:
     return row.get("format_version", 1) < container.IMAGE_LAYOUT_VERSION
 
 
+def _rgb_stale(row: dict) -> bool:
+    """Whether a speed or tiling measurement (RGB images) is outdated or was taken with another
+    RGB model than today's default (or does not say which)."""
+    return _outdated(row) or row.get("models") != [zoo.DEFAULTS[3]]
+
+
 def _without(row: dict, what: str) -> str:
     """The bits per sub-pixel the file would take without calibrations (``what``
     "without_calibration") or without them and level sets ("plain"), or "=" where the encoder
@@ -366,7 +373,7 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print, reche
         results["cached_vs_naive"] = cached_vs_naive(16 if quick else 32)
         log(json.dumps(results["cached_vs_naive"]))
         save()
-    if not quick and ("decode_speed" not in results or any(map(_outdated, results["decode_speed"]))):
+    if not quick and ("decode_speed" not in results or any(map(_rgb_stale, results["decode_speed"]))):
         speed = []
         for path, size in ((DATA / "usc-sipi-color" / "house.png", (256, 256)),
                            (DATA / "imagecompression-info" / "flower_foveon_rgb.png", (768, 512))):
@@ -380,7 +387,7 @@ def run(quick: bool, command: str, partial: Path | None = None, log=print, reche
             log(f"decode speed {size}: {r['decode_px_per_s']:.0f} px/s, encode {r['encode_px_per_s']:.0f} px/s")
         results["decode_speed"] = speed
         save()
-    if "tiling" not in results or any(map(_outdated, results["tiling"])):
+    if "tiling" not in results or any(map(_rgb_stale, results["tiling"])):
         probe_items = list(dev_sets(True).values())[0]
         probes = [load(p, 128 if quick else 256) for p, _ in probe_items[:2]]
         results["tiling"] = tiling_tradeoff(probes, (16, 32) if quick else (16, 32, 64))
@@ -491,7 +498,7 @@ def summarize(results: dict) -> str:
                       f"written {a['bpsp_written']:.4f} ({100 * (a['bpsp_written'] / a['bpsp_exact_nll'] - 1):+.2f} % over the exact NLL).", ""]
         calibrated = [r for r in rows if "bpsp_written_without_calibration" in r["arcompress"]]
         if calibrated:
-            lines += [_saving_line("Calibrations (a gain and an offset per model output, fitted per image, format 13) "
+            lines += [_saving_line("Calibrations (a gain and an offset per model output, fitted per image, formats 13 and 14) "
                                    f"were written for {len(calibrated)} of {len(rows)} images; without them",
                                    uncal["bpsp_written"], a["bpsp_written"], tot["PNG"], "they save"), ""]
         leveled = [r for r in rows if "bpsp_written_plain" in r["arcompress"]]
@@ -516,11 +523,13 @@ def summarize(results: dict) -> str:
     cn = results["cached_vs_naive"]
     lines += [f"Decoder network on one {cn['tile']}x{cn['tile']} RGB tile, one thread: cached {cn['cached_s']:.2f} s, "
               f"naive (a full forward pass per pixel) {cn['naive_s']:.2f} s: **{cn['speedup']:.1f}x**; identical parameters.", ""]
-    lines += ["| tile | bpsp written | decode px/s | probe |", "|---:|---:|---:|---|"]
+    lines += ["| tile | bpsp written | decode px/s | probe | model |", "|---:|---:|---:|---|---|"]
     for r in results["tiling"]:
-        lines.append(f"| {r['tile']} | {r['bpsp_written']:.4f} | {r['decode_px_per_s']:.0f} | {r['probe']} |")
+        model = ", ".join(f"`{m}`" for m in r["models"]) if "models" in r else "not recorded"
+        lines.append(f"| {r['tile']} | {r['bpsp_written']:.4f} | {r['decode_px_per_s']:.0f} | {r['probe']} | {model} |")
     for r in results.get("decode_speed", []):
         lines.append("")
-        lines.append(f"{r['image']}, central {r['size']} RGB crop: encode {r['encode_px_per_s']:.0f} px/s, "
-                     f"decode {r['decode_px_per_s']:.0f} px/s ({r['bpsp_written']:.3f} bpsp).")
+        lines.append(f"{r['image']}, central {r['size']} RGB crop, `{', '.join(r['models'])}`: "
+                     f"encode {r['encode_px_per_s']:.0f} px/s, decode {r['decode_px_per_s']:.0f} px/s "
+                     f"({r['bpsp_written']:.3f} bpsp).")
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -39,6 +40,37 @@ def test_train_resume_and_use(tmp_path):
     assert np.array_equal(arcompress.decompress(arcompress.compress(a, model=str(out)), model=str(out)), a)
     r = CliRunner().invoke(main, args + ["--steps", "6"])
     assert r.exit_code == 1 and "already exists" in r.output
+
+
+def test_noise_augmentation_touches_half_the_crops():
+    from arcompress.train import add_noise
+
+    rng = np.random.default_rng(0)
+    crops = torch.from_numpy(rng.integers(0, 256, (400, 3, 8, 8), dtype=np.uint8))
+    crops[:5] = 0  # saturated crops stay in range
+    crops[5:10] = 255
+    assert add_noise(crops, 0.0, rng) is crops
+    noisy = add_noise(crops, 3.0, np.random.default_rng(1))
+    assert noisy.dtype == torch.uint8 and noisy.shape == crops.shape
+    diff = (noisy.int() - crops.int()).abs()
+    changed = (diff.flatten(1).max(1).values > 0).float().mean().item()
+    assert 0.35 < changed < 0.65  # about half the crops, each with its own std in [0, 3]
+    assert diff.max() <= 3 * 6  # Gaussian tails at std 3 do not reach 6 sigma here
+    stds = (noisy.double() - crops.double())[10:].flatten(1).std(1)
+    assert stds.max() < 3.3 and (stds > 2.0).any()
+    again = add_noise(crops, 3.0, np.random.default_rng(1))
+    assert torch.equal(noisy, again)  # the generator's state decides, nothing else
+
+
+def test_train_with_noise_and_audio_refuses_it(tmp_path):
+    out = tmp_path / "m.safetensors"
+    args = _tiny_training_args(tmp_path, 3, out) + ["--steps", "2", "--noise", "2"]
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert json.loads(zoo.load_model(out).metadata["train_options"])["noise"] == 2.0
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "imgs"), "-o", str(tmp_path / "a.safetensors"),
+                                  "--arch", "wavenet", "--noise", "1"])
+    assert r.exit_code == 1 and "--noise applies to image training only" in r.output
 
 
 def test_train_needs_images(tmp_path):
