@@ -220,6 +220,8 @@ def train(data_dir, output, arch, channels, filters, blocks, resolutions, key, v
         suffixes = {p.suffix.lower() for p in Path(data_dir).rglob("*")}
         arch = "wavenet" if suffixes & AUDIO_SUFFIXES and not suffixes & IMAGE_SUFFIXES else "pixelcnn"
     try:
+        if noise < 0:
+            raise ValueError("--noise must be 0 or more (levels)")
         if arch == "wavenet" and noise:
             raise ValueError("--noise applies to image training only")
         if arch == "wavenet":

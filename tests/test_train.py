@@ -71,6 +71,9 @@ def test_train_with_noise_and_audio_refuses_it(tmp_path):
     r = CliRunner().invoke(main, ["train", str(tmp_path / "imgs"), "-o", str(tmp_path / "a.safetensors"),
                                   "--arch", "wavenet", "--noise", "1"])
     assert r.exit_code == 1 and "--noise applies to image training only" in r.output
+    out.unlink()
+    r = CliRunner().invoke(main, args[:-1] + ["-1"])
+    assert r.exit_code == 1 and "--noise must be 0 or more" in r.output
 
 
 def test_train_needs_images(tmp_path):
