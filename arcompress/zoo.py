@@ -30,7 +30,7 @@ AUDIO_ARCH = wavenet.ARCH
 #: architecture -> its module (Config, Model, ExactOps, layer_specs, convert, forward, CachedDecoder)
 ARCHES = {m.ARCH: m for m in (pixelcnn, multires, pixelsnail, wavenet)}
 #: shipped models: name -> file inside arcompress/models
-SHIPPED = {"pixelcnn-rgb8": "pixelcnn-rgb8.safetensors", "pixelcnn-rgb7": "pixelcnn-rgb7.safetensors", "pixelcnn-rgb6": "pixelcnn-rgb6.safetensors", "pixelcnn-rgb5": "pixelcnn-rgb5.safetensors", "pixelcnn-rgb4": "pixelcnn-rgb4.safetensors",
+SHIPPED = {"pixelcnn-rgb9": "pixelcnn-rgb9.safetensors", "pixelcnn-rgb8": "pixelcnn-rgb8.safetensors", "pixelcnn-rgb7": "pixelcnn-rgb7.safetensors", "pixelcnn-rgb6": "pixelcnn-rgb6.safetensors", "pixelcnn-rgb5": "pixelcnn-rgb5.safetensors", "pixelcnn-rgb4": "pixelcnn-rgb4.safetensors",
            "pixelcnn-rgb3": "pixelcnn-rgb3.safetensors",
            "pixelcnn-rgb2": "pixelcnn-rgb2.safetensors", "pixelcnn-rgb": "pixelcnn-rgb.safetensors", "pixelcnn-gray4": "pixelcnn-gray4.safetensors", "pixelcnn-gray3": "pixelcnn-gray3.safetensors",
            "pixelcnn-gray2": "pixelcnn-gray2.safetensors",
@@ -41,7 +41,7 @@ SHIPPED = {"pixelcnn-rgb8": "pixelcnn-rgb8.safetensors", "pixelcnn-rgb7": "pixel
            "wavenet-audio2": "wavenet-audio2.safetensors",
            "wavenet-audio": "wavenet-audio.safetensors"}
 #: the default image model per number of channels in a plane group
-DEFAULTS = {3: "pixelcnn-rgb8", 1: "pixelcnn-gray4"}
+DEFAULTS = {3: "pixelcnn-rgb9", 1: "pixelcnn-gray4"}
 #: the default audio model (any sample rate)
 AUDIO_DEFAULT = "wavenet-audio2"
 #: the highest sample rate (Hz) coded as telephone-band speech (its own model and chunk length)

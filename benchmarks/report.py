@@ -154,7 +154,7 @@ def build(results: Path) -> str:
              "measurement**: the papers train much larger models for days on GPUs on CIFAR-10's 50 000 "
              "training images and report its test set; CIFAR-10 cannot be downloaded here, so our 32x32 RGB "
              "numbers are on crops of the dev photos (different content, photographic noise), and our models "
-             f"({params_note(small)}) were trained for one to six hours each on one or two CPU cores (`pixelcnn-rgb8`: `pixelcnn-rgb`'s run of about 1.5 hours, then 73, 44, 51, 80, 52, 35 and 51 minutes more for `pixelcnn-rgb2`, `-rgb3`, `-rgb4`, `-rgb5`, `-rgb6`, `-rgb7` and `-rgb8`).", ""]
+             f"({params_note(small)}) were trained for one to six hours each on one or two CPU cores (`pixelcnn-rgb9`: `pixelcnn-rgb`'s run of about 1.5 hours, then 73, 44, 51, 80, 52, 35, 51 and 50 minutes more for `pixelcnn-rgb2`, `-rgb3`, `-rgb4`, `-rgb5`, `-rgb6`, `-rgb7`, `-rgb8` and `-rgb9`).", ""]
     lines += papers_table(small)
     lines.append("")
     for name in written:

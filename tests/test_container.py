@@ -260,6 +260,7 @@ SHIPPED_DIGESTS = {
     "wavenet-speech8k2": "e77679e9adca2913", "pixelcnn-rgb5": "f385858d1f7f3a2f",
     "wavenet-speech8k3": "4fa411943867e55d", "pixelcnn-gray3": "ff4d6dd408c1c46e", "pixelcnn-rgb6": "88ba32df7c35ef7a",
     "pixelcnn-rgb7": "8db8c45ab68d96ba", "pixelcnn-rgb8": "f13b3b075833042a", "pixelcnn-gray4": "3ff811aa5951caf8",
+    "pixelcnn-rgb9": "d01e1cb12c325ccf",
 }
 
 
